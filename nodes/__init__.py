@@ -1,0 +1,19 @@
+"""SpinBot nodes: one sub-package per stage, each with a ComfyUI-free engine and a nodes_*.py file.
+
+Only `runtime` touches ComfyUI internals; everything else uses relative imports so the pack loads
+under any folder name (ComfyUI imports it by path as `ComfyUI-SpinBot`).
+"""
+from __future__ import annotations
+
+from . import runtime
+from .video import nodes_video
+
+_NODE_MODULES = (nodes_video,)
+
+NODE_CLASS_MAPPINGS: dict[str, type] = {}
+NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
+for _module in _NODE_MODULES:
+    NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
+    NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)
+
+runtime.register_model_folders()

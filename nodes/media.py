@@ -1,0 +1,152 @@
+"""ComfyUI's media conventions, in one place.
+
+IMAGE: float32 tensor ``[B, H, W, C]`` in 0..1 (C = 3; 4 is accepted and the alpha dropped).
+AUDIO: ``{"waveform": float32 [B, C, T], "sample_rate": int}``.
+Frames on disk and in encoders are uint8 ``[N, H, W, 3]`` numpy arrays.
+"""
+from __future__ import annotations
+
+from math import gcd
+
+import numpy as np
+import torch
+
+
+class MediaError(ValueError):
+    """Input media that cannot be used, with a message for the user."""
+
+
+# --------------------------------------------------------------------------- images
+
+def check_image(image: torch.Tensor, what: str = "image") -> torch.Tensor:
+    """Validate an IMAGE batch and return it as contiguous float32 RGB."""
+    if not isinstance(image, torch.Tensor):
+        raise MediaError(f"{what}: expected an IMAGE tensor, got {type(image).__name__}")
+    if image.ndim == 3:
+        image = image.unsqueeze(0)
+    if image.ndim != 4 or image.shape[-1] not in (1, 3, 4):
+        raise MediaError(f"{what}: expected IMAGE shaped [B,H,W,C] with C in 1/3/4, got {tuple(image.shape)}")
+    if image.shape[0] == 0:
+        raise MediaError(f"{what}: the batch has no frames")
+    if image.shape[-1] == 4:
+        image = image[..., :3]
+    elif image.shape[-1] == 1:
+        image = image.expand(-1, -1, -1, 3)
+    return image.float().contiguous()
+
+
+def images_to_uint8(image: torch.Tensor, what: str = "image", first_index: int = 0) -> np.ndarray:
+    """IMAGE -> uint8 ``[N,H,W,3]``; NaN/inf frames are an error naming the frame."""
+    image = check_image(image, what)
+    finite = torch.isfinite(image).flatten(1).all(dim=1)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero().flatten().tolist()
+        shown = ", ".join(str(first_index + i) for i in bad[:10])
+        raise MediaError(f"{what}: frame(s) {shown} contain NaN or infinite values")
+    return (image.clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
+
+
+def uint8_to_images(frames: np.ndarray) -> torch.Tensor:
+    """uint8 ``[N,H,W,3]`` -> IMAGE float32 in 0..1."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).float().div_(255.0)
+
+
+def pad_to_even(frames: np.ndarray) -> np.ndarray:
+    """yuv420p needs even sizes: replicate the last row/column where one is odd."""
+    _, h, w, _ = frames.shape
+    ph, pw = h % 2, w % 2
+    if not (ph or pw):
+        return frames
+    return np.pad(frames, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
+
+
+# --------------------------------------------------------------------------- audio
+
+def make_audio(waveform: torch.Tensor | np.ndarray, sample_rate: int) -> dict:
+    """Build an AUDIO dict from ``[T]``, ``[C,T]`` or ``[B,C,T]`` samples."""
+    wave = torch.as_tensor(waveform, dtype=torch.float32)
+    while wave.ndim < 3:
+        wave = wave.unsqueeze(0)
+    return {"waveform": wave.contiguous(), "sample_rate": int(sample_rate)}
+
+
+def check_audio(audio: dict, what: str = "audio") -> tuple[torch.Tensor, int]:
+    """Validate an AUDIO dict; returns ``(waveform [C,T] of the first batch item, rate)``."""
+    if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
+        raise MediaError(f"{what}: expected an AUDIO dict with 'waveform' and 'sample_rate'")
+    wave = torch.as_tensor(audio["waveform"]).float()
+    rate = int(audio["sample_rate"])
+    if wave.ndim == 3:
+        wave = wave[0]
+    elif wave.ndim == 1:
+        wave = wave.unsqueeze(0)
+    if wave.ndim != 2 or wave.shape[-1] == 0:
+        raise MediaError(f"{what}: expected waveform [B,C,T] with samples, got {tuple(audio['waveform'].shape)}")
+    if rate <= 0:
+        raise MediaError(f"{what}: sample_rate must be positive, got {rate}")
+    if not bool(torch.isfinite(wave).all()):
+        raise MediaError(f"{what}: the waveform contains NaN or infinite samples")
+    return wave, rate
+
+
+def audio_duration(audio: dict) -> float:
+    wave, rate = check_audio(audio)
+    return wave.shape[-1] / rate
+
+
+def to_channels(wave: torch.Tensor, channels: int) -> torch.Tensor:
+    """``[C,T]`` -> ``[channels,T]``: downmix by averaging, upmix by repeating mono."""
+    have = wave.shape[0]
+    if have == channels:
+        return wave
+    if channels == 1:
+        return wave.mean(dim=0, keepdim=True)
+    if have == 1:
+        return wave.expand(channels, -1).contiguous()
+    return to_channels(wave.mean(dim=0, keepdim=True), channels)
+
+
+def resample(wave: torch.Tensor, rate_in: int, rate_out: int) -> torch.Tensor:
+    """Band-limited polyphase resampling of ``[..., T]`` (scipy, no torchaudio)."""
+    if rate_in == rate_out:
+        return wave
+    from scipy.signal import resample_poly
+
+    g = gcd(int(rate_in), int(rate_out))
+    out = resample_poly(wave.detach().cpu().double().numpy(), rate_out // g, rate_in // g, axis=-1)
+    return torch.from_numpy(out.astype(np.float32))
+
+
+def fit_length(wave: torch.Tensor, samples: int) -> torch.Tensor:
+    """Trim or zero-pad ``[C,T]`` to exactly ``samples``."""
+    have = wave.shape[-1]
+    if have >= samples:
+        return wave[..., :samples]
+    return torch.nn.functional.pad(wave, (0, samples - have))
+
+
+def normalize_loudness(wave: torch.Tensor, rate: int, target_lufs: float,
+                       peak_ceiling_db: float = -1.0) -> tuple[torch.Tensor, str]:
+    """Scale ``[C,T]`` to an integrated loudness (ITU-R BS.1770 via pyloudnorm).
+
+    The gain is limited so the sample peak stays under ``peak_ceiling_db``: quieter than the target
+    beats clipping. Returns the new waveform and a one-line report of what was done.
+    """
+    import pyloudnorm
+
+    data = wave.detach().cpu().double().numpy().T
+    if data.shape[0] < int(0.4 * rate):  # one BS.1770 gating block
+        return wave, "loudness: clip shorter than 0.4 s, left as is"
+    measured = pyloudnorm.Meter(rate).integrated_loudness(data)
+    if not np.isfinite(measured):
+        return wave, "loudness: silent audio, left as is"
+    gain_db = target_lufs - measured
+    peak = float(np.max(np.abs(data)))
+    headroom_db = peak_ceiling_db - 20 * np.log10(max(peak, 1e-9))
+    note = ""
+    if gain_db > headroom_db:
+        note = f", limited by the {peak_ceiling_db:.0f} dBFS peak ceiling"
+        gain_db = headroom_db
+    out = wave * float(10 ** (gain_db / 20))
+    return out, (f"loudness: {measured:.1f} LUFS -> {measured + gain_db:.1f} LUFS "
+                 f"(target {target_lufs:.1f}, gain {gain_db:+.1f} dB{note})")

@@ -1,0 +1,87 @@
+"""Video Combine as a plain function: frames (+ audio, + subtitles) -> an MP4 in the output folder."""
+from __future__ import annotations
+
+import json
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .. import runtime
+from ..media import MediaError, check_audio, check_image, fit_length, images_to_uint8
+from ..outputs import safe_output_path
+from .encode import EncodeResult, mux_mp4, padded_frames, plan_lengths, prepare_audio
+from .store import SpinBotVideo
+from .subtitles import parse_srt
+
+_BATCH = 16
+
+
+def _image_batches(images: torch.Tensor) -> Iterator[np.ndarray]:
+    for start in range(0, images.shape[0], _BATCH):
+        yield images_to_uint8(images[start:start + _BATCH], "images", first_index=start)
+
+
+def _video_batches(video: SpinBotVideo) -> Iterator[np.ndarray]:
+    yield from video.iter_frames(_BATCH)
+
+
+def combine_to_mp4(images: torch.Tensor | None = None, video: SpinBotVideo | None = None,
+                   fps: float = 25.0, audio: dict | None = None, subtitles: str = "",
+                   filename_prefix: str = "SpinBot/video", crf: int = 19, preset: str = "medium",
+                   audio_bitrate: str = "192k", length_policy: str = "pad video with last frame",
+                   loudness_lufs: float | None = -14.0,
+                   metadata: dict[str, str] | None = None) -> EncodeResult:
+    """Encode frames from an IMAGE batch or a SPINBOT_VIDEO into an MP4 (see the node for options)."""
+    if (images is None) == (video is None):
+        raise MediaError("connect exactly one of 'images' (IMAGE) or 'video' (SPINBOT_VIDEO)")
+    notes: list[str] = []
+    if video is not None:
+        if abs(video.fps - fps) > 1e-6:
+            notes.append(f"fps: the video's own {video.fps:g} fps used (widget said {fps:g})")
+        fps = video.fps
+        frames, width, height = video.frame_count, video.width, video.height
+        batches = _video_batches(video)
+        if audio is None and video.audio is not None:
+            audio = video.audio
+    else:
+        images = check_image(images, "images")
+        frames, height, width = images.shape[0], images.shape[1], images.shape[2]
+        batches = _image_batches(images)
+    if frames == 0:
+        raise MediaError("there are no frames to encode")
+    if fps <= 0:
+        raise MediaError(f"fps must be positive, got {fps}")
+
+    cues = parse_srt(subtitles) if subtitles and subtitles.strip() else None
+    audio_data = None
+    extra = 0
+    if audio is not None:
+        wave, rate = check_audio(audio)
+        extra, samples, length_notes = plan_lengths(frames, fps, wave.shape[-1], rate, length_policy)
+        notes.extend(length_notes)
+        audio_data = prepare_audio(fit_length(wave, samples), rate, loudness_lufs, notes)
+    if width % 2 or height % 2:
+        notes.append(f"size: {width}x{height} padded to {width + width % 2}x{height + height % 2} "
+                     "for yuv420p")
+
+    path, _subfolder, _name = safe_output_path(filename_prefix, "mp4")
+    total = frames + extra
+    with runtime.Progress(total, "Video Combine") as bar:
+        written = mux_mp4(path, padded_frames(batches, extra), fps, width, height, audio=audio_data,
+                          cues=cues, crf=crf, preset=preset, audio_bitrate=audio_bitrate,
+                          metadata=metadata, on_frames=bar.update)
+    audio_seconds = None if audio_data is None else audio_data[0].shape[1] / audio_data[1]
+    if cues:
+        notes.append(f"subtitles: {len(cues)} cues as a mov_text track")
+    return EncodeResult(path, written, width, height, fps, written / fps, audio_seconds, notes)
+
+
+def workflow_metadata(prompt: dict | None, extra_pnginfo: dict | None) -> dict[str, str]:
+    """The same keys ComfyUI's own savers embed, so dropping the MP4 on ComfyUI reloads the graph."""
+    meta: dict[str, str] = {}
+    if prompt is not None:
+        meta["prompt"] = json.dumps(prompt)
+    for key, value in (extra_pnginfo or {}).items():
+        meta[key] = json.dumps(value)
+    return meta

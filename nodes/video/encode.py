@@ -1,0 +1,213 @@
+"""MP4 writing with PyAV: H.264 video, AAC audio, mov_text subtitles, workflow metadata.
+
+Frames are encoded batch by batch as they are read, so a video is never held twice in memory.
+The file is written under a hidden ``.partial`` name and renamed only when complete; any error
+deletes it, so a file with the final name is always a finished video.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Callable, Iterable, Iterator
+
+import av
+import numpy as np
+import torch
+
+from .. import runtime
+from ..media import MediaError, normalize_loudness, pad_to_even, resample, to_channels
+from ..outputs import partial_path
+from .subtitles import ASS_HEADER, Cue
+
+AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                "slower", "veryslow")
+LENGTH_POLICIES = ("pad video with last frame", "trim audio to video")
+_AUDIO_BLOCK = 1 << 15
+
+
+@dataclass
+class EncodeResult:
+    path: str
+    frames: int
+    width: int
+    height: int
+    fps: float
+    video_seconds: float
+    audio_seconds: float | None
+    notes: list[str] = field(default_factory=list)
+
+    def report(self) -> str:
+        lines = [f"{os.path.basename(self.path)}: {self.frames} frames {self.width}x{self.height} "
+                 f"@ {self.fps:g} fps = {self.video_seconds:.3f}s"]
+        if self.audio_seconds is not None:
+            lines.append(f"audio: {self.audio_seconds:.3f}s")
+        lines.extend(self.notes)
+        return "\n".join(lines)
+
+
+def fps_fraction(fps: float) -> Fraction:
+    """An exact rate for the muxer: 29.97 -> 30000/1001, 25.0 -> 25."""
+    for base in (24, 30, 60, 120):
+        if abs(fps - base * 1000 / 1001) < 1e-3:
+            return Fraction(base * 1000, 1001)
+    return Fraction(fps).limit_denominator(1000)
+
+
+def prepare_audio(wave: torch.Tensor, rate: int, loudness_lufs: float | None,
+                  notes: list[str]) -> tuple[np.ndarray, int]:
+    """Master audio -> float32 ``[C,T]`` (mono or stereo) at an AAC sample rate, normalised."""
+    if wave.shape[0] > 2:
+        notes.append(f"audio: {wave.shape[0]} channels downmixed to stereo")
+        wave = to_channels(wave, 1).expand(2, -1)
+    if rate not in AAC_RATES:
+        notes.append(f"audio: resampled {rate} Hz -> 48000 Hz (AAC has no {rate} Hz)")
+        wave, rate = resample(wave, rate, 48000), 48000
+    if loudness_lufs is not None:
+        wave, note = normalize_loudness(wave, rate, loudness_lufs)
+        notes.append(note)
+    return np.ascontiguousarray(wave.clamp(-1.0, 1.0).numpy(), dtype=np.float32), rate
+
+
+def mux_mp4(path: str, frames: Iterable[np.ndarray], fps: float, width: int, height: int,
+            audio: tuple[np.ndarray, int] | None = None, cues: list[Cue] | None = None,
+            crf: int = 19, preset: str = "medium", audio_bitrate: str = "192k",
+            metadata: dict[str, str] | None = None,
+            on_frames: Callable[[int], None] | None = None) -> int:
+    """Encode uint8 ``[n,H,W,3]`` batches (+ audio ``([C,T], rate)`` + cues) into ``path``.
+
+    Writes to a partial file and renames on success; on any error nothing is left behind.
+    Returns the number of frames written.
+    """
+    if preset not in X264_PRESETS:
+        raise MediaError(f"unknown x264 preset {preset!r}; choose one of {', '.join(X264_PRESETS)}")
+    tmp = partial_path(path)
+    written = 0
+    try:
+        with av.open(tmp, "w", format="mp4",
+                     options={"movflags": "use_metadata_tags+faststart"}) as container:
+            for key, value in (metadata or {}).items():
+                container.metadata[key] = value
+            vstream = container.add_stream("libx264", rate=fps_fraction(fps))
+            vstream.width, vstream.height = width + width % 2, height + height % 2
+            vstream.pix_fmt = "yuv420p"
+            vstream.options = {"crf": str(int(crf)), "preset": preset}
+            astream = None
+            if audio is not None:
+                samples, rate = audio
+                astream = container.add_stream("aac", rate=rate)
+                astream.layout = "stereo" if samples.shape[0] == 2 else "mono"
+                astream.bit_rate = _bitrate(audio_bitrate)
+            sstream = None
+            if cues:
+                sstream = container.add_stream("mov_text")
+                sstream.codec_context.subtitle_header = ASS_HEADER.encode()
+
+            for batch in frames:
+                runtime.check_interrupted()
+                for frame in pad_to_even(batch):
+                    vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+                    container.mux(vstream.encode(vf))
+                written += len(batch)
+                if on_frames:
+                    on_frames(len(batch))
+            if not written:
+                raise MediaError("no frames to encode")
+            container.mux(vstream.encode(None))
+
+            if astream is not None:
+                _encode_audio(container, astream, *audio)
+            if sstream is not None:
+                _mux_cues(container, sstream, cues)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return written
+
+
+def _bitrate(text: str) -> int:
+    text = text.strip().lower()
+    scale = 1000 if text.endswith("k") else 1
+    return int(float(text.rstrip("k")) * scale)
+
+
+def _encode_audio(container, stream, samples: np.ndarray, rate: int) -> None:
+    layout = "stereo" if samples.shape[0] == 2 else "mono"
+    for start in range(0, samples.shape[1], _AUDIO_BLOCK):
+        block = np.ascontiguousarray(samples[:, start:start + _AUDIO_BLOCK])
+        frame = av.AudioFrame.from_ndarray(block, format="fltp", layout=layout)
+        frame.sample_rate = rate
+        frame.pts = start
+        frame.time_base = Fraction(1, rate)
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode(None))
+
+
+def _mux_cues(container, stream, cues: list[Cue]) -> None:
+    """Write 3GPP timed-text samples (16-bit length + UTF-8 text) directly.
+
+    Going through the ASS-based encoder would drop anything in braces and keep escapes literally;
+    plain tx3g samples carry the text exactly. The muxer inserts the empty samples for gaps.
+    """
+    tb = stream.time_base
+    for cue in sorted(cues, key=lambda c: c.start):
+        text = cue.text.replace("\r\n", "\n").encode("utf-8")[:65535]
+        pts = int(round(cue.start / tb))
+        packet = av.Packet(len(text).to_bytes(2, "big") + text)
+        packet.stream = stream
+        packet.pts = packet.dts = pts
+        packet.duration = max(1, int(round(cue.end / tb)) - pts)
+        container.mux(packet)
+
+
+def padded_frames(batches: Iterable[np.ndarray], extra: int) -> Iterator[np.ndarray]:
+    """Yield ``batches`` then ``extra`` copies of the last frame (in batches of up to 32)."""
+    last = None
+    for batch in batches:
+        if len(batch):
+            last = batch[-1]
+        yield batch
+    while extra > 0 and last is not None:
+        n = min(extra, 32)
+        yield np.broadcast_to(last, (n, *last.shape))
+        extra -= n
+
+
+def plan_lengths(frames: int, fps: float, audio_samples: int | None, rate: int | None,
+                 policy: str) -> tuple[int, int | None, list[str]]:
+    """Apply the audio/video length policy.
+
+    Returns ``(extra_video_frames, audio_samples_to_write, notes)``. A mismatch of more than one
+    frame is always reported; audio shorter than the video is padded with silence.
+    """
+    if policy not in LENGTH_POLICIES:
+        raise MediaError(f"unknown length policy {policy!r}; choose one of {LENGTH_POLICIES}")
+    if audio_samples is None:
+        return 0, None, []
+    notes: list[str] = []
+    video_s, audio_s = frames / fps, audio_samples / rate
+    gap = audio_s - video_s
+    one_frame = 1.0 / fps
+    extra = 0
+    target = audio_samples
+    if gap > one_frame * 0.5 and policy == LENGTH_POLICIES[0]:
+        extra = math.ceil(audio_s * fps - 1e-9) - frames
+        if gap > one_frame:
+            notes.append(f"length: audio is {gap:.3f}s longer than the video; "
+                         f"video padded with {extra} copies of its last frame")
+    elif gap > 0:
+        target = int(round(video_s * rate))
+        if gap > one_frame:
+            notes.append(f"length: audio is {gap:.3f}s longer than the video; audio trimmed to "
+                         f"{video_s:.3f}s")
+    if gap < 0:
+        target = int(round(video_s * rate))
+        if -gap > one_frame:
+            notes.append(f"length: audio is {-gap:.3f}s shorter than the video; "
+                         f"padded with silence")
+    return extra, target, notes

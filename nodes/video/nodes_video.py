@@ -1,0 +1,171 @@
+"""Video nodes: IMAGE <-> SPINBOT_VIDEO and the MP4 combiner."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .. import runtime
+from ..media import MediaError, check_image, make_audio
+from .combine import combine_to_mp4, workflow_metadata
+from .encode import LENGTH_POLICIES, X264_PRESETS
+from .store import SpinBotVideo, content_key, write_video
+
+VIDEO = "SPINBOT_VIDEO"
+CATEGORY = "SpinBot/video"
+_FPS = ("FLOAT", {"default": 25.0, "min": 1.0, "max": 120.0, "step": 0.01,
+                  "tooltip": "Frames per second of the video."})
+
+
+class SpinBotImagesToVideo:
+    DESCRIPTION = ("Stores an IMAGE batch as a SPINBOT_VIDEO: frames kept on disk as uint8 chunks in "
+                   "ComfyUI's temp folder, so later SpinBot stages stream them instead of holding "
+                   "float32 copies in RAM. The same frames, fps and audio reuse the stored copy.")
+    CATEGORY = CATEGORY
+    FUNCTION = "convert"
+    RETURN_TYPES = (VIDEO,)
+    RETURN_NAMES = ("video",)
+    OUTPUT_TOOLTIPS = ("A handle to the frames on disk, with fps and optional master audio.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "Frames to store, [B,H,W,C] in 0..1."}),
+                "fps": _FPS,
+            },
+            "optional": {
+                "audio": ("AUDIO", {"tooltip": "Master audio to carry with the video (kept at its "
+                                               "own sample rate)."}),
+            },
+        }
+
+    def convert(self, images: torch.Tensor, fps: float, audio: dict | None = None):
+        images = check_image(images, "images")
+        key = content_key("images_to_video", images, float(fps), audio)
+        batches = (images[i:i + 16] for i in range(0, images.shape[0], 16))
+        return (write_video(key, fps, batches, audio=audio),)
+
+
+class SpinBotVideoToImages:
+    DESCRIPTION = ("Reads frames of a SPINBOT_VIDEO back as an IMAGE batch (plus its audio and fps), "
+                   "so core nodes and other packs can use them. Pick a range to keep memory small.")
+    CATEGORY = CATEGORY
+    FUNCTION = "convert"
+    RETURN_TYPES = ("IMAGE", "AUDIO", "FLOAT", "INT")
+    RETURN_NAMES = ("images", "audio", "fps", "frame_count")
+    OUTPUT_TOOLTIPS = (
+        "The selected frames, [B,H,W,C] float32.",
+        "The video's master audio for the selected range (silence if it has none).",
+        "The video's frame rate.",
+        "Number of frames returned.",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "video": (VIDEO, {"tooltip": "A SpinBot video handle."}),
+                "start_frame": ("INT", {"default": 0, "min": 0, "max": 10_000_000,
+                                        "tooltip": "First frame to read."}),
+                "max_frames": ("INT", {"default": 0, "min": 0, "max": 10_000_000,
+                                       "tooltip": "How many frames to read; 0 reads to the end. A "
+                                                  "minute of 720p is ~10 GB as IMAGE."}),
+            },
+        }
+
+    def convert(self, video: SpinBotVideo, start_frame: int, max_frames: int):
+        stop = None if max_frames == 0 else start_frame + max_frames
+        frames = video.read(start_frame, stop)
+        if len(frames) == 0:
+            raise MediaError(f"start_frame {start_frame} is past the end of the video "
+                             f"({video.frame_count} frames)")
+        images = torch.from_numpy(frames).float().div_(255.0)
+        t0, t1 = start_frame / video.fps, (start_frame + len(frames)) / video.fps
+        if video.audio is not None:
+            rate = video.audio["sample_rate"]
+            wave = video.audio["waveform"][..., int(round(t0 * rate)):int(round(t1 * rate))]
+            audio = make_audio(wave, rate)
+        else:
+            audio = make_audio(torch.zeros(1, int(round((t1 - t0) * 48000))), 48000)
+        return (images, audio, float(video.fps), len(frames))
+
+
+class SpinBotVideoCombine:
+    DESCRIPTION = ("Encodes frames (IMAGE or SPINBOT_VIDEO) and optional audio and subtitles into an "
+                   "H.264/AAC MP4 in ComfyUI's output folder, in-process with PyAV. Audio is kept at "
+                   "full rate and loudness-normalised; the workflow is embedded in the file.")
+    CATEGORY = CATEGORY
+    FUNCTION = "combine"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("STRING", "STRING")
+    RETURN_NAMES = ("path", "report")
+    OUTPUT_TOOLTIPS = ("Absolute path of the written MP4.",
+                       "What was written: frames, durations, loudness, length policy applied.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "fps": (_FPS[0], {**_FPS[1], "tooltip": "Frame rate for IMAGE input. A connected "
+                                                         "SPINBOT_VIDEO keeps its own fps."}),
+                "filename_prefix": ("STRING", {"default": "SpinBot/video", "tooltip":
+                                               "File name inside ComfyUI's output folder; '/' makes "
+                                               "sub-folders. Paths leaving the folder are refused."}),
+                "crf": ("INT", {"default": 19, "min": 0, "max": 51, "tooltip":
+                                "x264 quality: lower is better and bigger; 17-23 is typical."}),
+                "preset": (list(X264_PRESETS), {"default": "medium", "tooltip":
+                                                "x264 speed/size trade-off: faster presets encode "
+                                                "quicker into bigger files."}),
+                "audio_bitrate": (["96k", "128k", "160k", "192k", "256k", "320k"],
+                                  {"default": "192k", "tooltip": "AAC bit rate."}),
+                "length_policy": (list(LENGTH_POLICIES), {"default": LENGTH_POLICIES[0], "tooltip":
+                                  "When audio is longer than the video: repeat the last frame "
+                                  "until it ends, or cut the audio. Shorter audio is padded with "
+                                  "silence. Mismatches over one frame are listed in the report."}),
+                "normalize_loudness": ("BOOLEAN", {"default": True, "tooltip":
+                                       "Scale the audio to the loudness target (ITU BS.1770), never "
+                                       "past a -1 dBFS peak."}),
+                "loudness_lufs": ("FLOAT", {"default": -14.0, "min": -40.0, "max": -5.0, "step": 0.5,
+                                            "tooltip": "Integrated loudness target in LUFS (-14 "
+                                                       "suits web video platforms)."}),
+            },
+            "optional": {
+                "images": ("IMAGE", {"tooltip": "Frames to encode. Connect this or 'video'."}),
+                "video": (VIDEO, {"tooltip": "A SpinBot video, streamed from disk. Connect this "
+                                             "or 'images'."}),
+                "audio": ("AUDIO", {"tooltip": "Audio track; defaults to the video's own master "
+                                               "audio when a SPINBOT_VIDEO carries one."}),
+                "subtitles": ("STRING", {"forceInput": True, "tooltip":
+                                         "SRT text, muxed as a soft mov_text subtitle track."}),
+            },
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
+        }
+
+    def combine(self, fps, filename_prefix, crf, preset, audio_bitrate, length_policy,
+                normalize_loudness, loudness_lufs, images=None, video=None, audio=None,
+                subtitles=None, prompt=None, extra_pnginfo=None):
+        result = combine_to_mp4(
+            images=images, video=video, fps=fps, audio=audio, subtitles=subtitles or "",
+            filename_prefix=filename_prefix, crf=crf, preset=preset, audio_bitrate=audio_bitrate,
+            length_policy=length_policy,
+            loudness_lufs=loudness_lufs if normalize_loudness else None,
+            metadata=workflow_metadata(prompt, extra_pnginfo))
+        out_root = os.path.realpath(runtime.output_dir())
+        subfolder = os.path.relpath(os.path.dirname(result.path), out_root).replace(os.sep, "/")
+        entry = {"filename": os.path.basename(result.path),
+                 "subfolder": "" if subfolder == "." else subfolder,
+                 "type": "output", "format": "video/mp4", "frame_rate": result.fps}
+        return {"ui": {"spinbot_video": [entry]}, "result": (result.path, result.report())}
+
+
+NODE_CLASS_MAPPINGS = {
+    "SpinBotImagesToVideo": SpinBotImagesToVideo,
+    "SpinBotVideoToImages": SpinBotVideoToImages,
+    "SpinBotVideoCombine": SpinBotVideoCombine,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "SpinBotImagesToVideo": "SpinBot Images to Video",
+    "SpinBotVideoToImages": "SpinBot Video to Images",
+    "SpinBotVideoCombine": "SpinBot Video Combine",
+}
