@@ -78,7 +78,7 @@ class Chunk:
     count: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SpinBotVideo:
     """A handle to a video stored on disk. Frames are read chunk by chunk on demand."""
 
@@ -104,6 +104,12 @@ class SpinBotVideo:
         chunks = ",".join(f"{c.path}:{c.count}" for c in self.chunks)
         audio = "" if self.audio is None else content_key(self.audio)
         return f"{self.key}|{self.fps}|{self.width}x{self.height}|{chunks}|{audio}|{self.segments}"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SpinBotVideo) and other.identity() == self.identity()
+
+    def __hash__(self) -> int:
+        return hash(self.identity())
 
     def check(self) -> None:
         missing = [c.path for c in self.chunks if not os.path.exists(c.path)]

@@ -1,0 +1,100 @@
+"""Shipped workflows validate against the pack's node definitions and run end to end."""
+from __future__ import annotations
+
+import copy
+import math
+import glob
+import os
+
+import pytest
+from PIL import Image
+
+import spinbot
+from tests._pack import ROOT
+from tests.core_nodes import CORE_NODE_CLASSES
+from tests.media import astronaut, speech_wav, tone, write_wav
+from tests.mp4probe import probe, workflow_from
+from tests.workflow_tools import (WorkflowError, definitions, load_json, run_api, ui_to_api_shape,
+                                  validate_api, validate_ui)
+
+DEFS = definitions(spinbot.NODE_CLASS_MAPPINGS)
+UI_FILES = sorted(glob.glob(os.path.join(ROOT, "workflows", "*.json")))
+API_FILES = sorted(glob.glob(os.path.join(ROOT, "workflows", "api", "*.json")))
+names = lambda paths: [os.path.basename(p) for p in paths]  # noqa: E731
+
+
+def test_every_ui_workflow_has_an_api_twin():
+    assert UI_FILES and names(UI_FILES) == names(API_FILES)
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=names(UI_FILES))
+def test_ui_workflow_validates(path):
+    validate_ui(load_json(path), DEFS)
+
+
+@pytest.mark.parametrize("path", API_FILES, ids=names(API_FILES))
+def test_api_workflow_validates(path):
+    validate_api(load_json(path), DEFS)
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=names(UI_FILES))
+def test_ui_and_api_formats_agree(path):
+    ui = ui_to_api_shape(load_json(path), DEFS)
+    api = load_json(os.path.join(ROOT, "workflows", "api", os.path.basename(path)))
+    assert ui == {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in api.items()}
+
+
+API = load_json(os.path.join(ROOT, "workflows", "api", "photo_with_audio.json"))
+UI = load_json(os.path.join(ROOT, "workflows", "photo_with_audio.json"))
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda w: w["3"]["inputs"].pop("crf"), r"node 3 \(SpinBotVideoCombine, 'Video Combine'\) input 'crf': required input is missing"),
+    (lambda w: w["3"]["inputs"].update(preset="ludicrous"), r"input 'preset': 'ludicrous' is not one of"),
+    (lambda w: w["3"]["inputs"].update(crf=99), r"input 'crf': 99 is outside \[0, 51\]"),
+    (lambda w: w["3"]["inputs"].update(audio=["1", 0]), r"input 'audio': expects AUDIO, but node 1 \(LoadImage\) output 0 is IMAGE"),
+    (lambda w: w["3"]["inputs"].update(images=["9", 0]), r"input 'images': linked to missing node 9"),
+    (lambda w: w["3"]["inputs"].update(colour="red"), r"input 'colour' is not an input"),
+    (lambda w: w["3"].update(class_type="SpinBotNope"), r"node 3 .*unknown node type"),
+    (lambda w: w["3"]["inputs"].update(normalize_loudness="yes"), r"'normalize_loudness': expected true/false"),
+])
+def test_validator_rejects_broken_api_workflows(mutate, message):
+    broken = copy.deepcopy(API)
+    mutate(broken)
+    with pytest.raises(WorkflowError, match=message):
+        validate_api(broken, DEFS)
+
+
+def _ui_node(w, nid):
+    return next(n for n in w["nodes"] if n["id"] == nid)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda w: _ui_node(w, 3)["widgets_values"].__setitem__(3, "ludicrous"), r"node 3 .* widget 'preset': 'ludicrous'"),
+    (lambda w: _ui_node(w, 3)["widgets_values"].pop(), r"widget 'loudness_lufs': no value"),
+    (lambda w: w["links"].__setitem__(1, [2, 1, 0, 3, 2, "IMAGE"]), r"input 'audio': expects AUDIO, link 2 brings IMAGE"),
+    (lambda w: w["links"].append([3, 7, 0, 3, 1, "IMAGE"]), r"link 3 refers to missing node 7"),
+    (lambda w: _ui_node(w, 3).update(type="SpinBotNope"), r"node 3 .*unknown node type"),
+])
+def test_validator_rejects_broken_ui_workflows(mutate, message):
+    broken = copy.deepcopy(UI)
+    mutate(broken)
+    with pytest.raises(WorkflowError, match=message):
+        validate_ui(broken, DEFS)
+
+
+def test_photo_with_audio_runs_end_to_end(spinbot_dirs):
+    inputs = spinbot_dirs["input"]
+    Image.fromarray(astronaut(160)).save(inputs / "portrait.png")
+    if speech_wav(str(inputs / "narration.wav"), "Hello from the SpinBot test suite.") is None:
+        write_wav(str(inputs / "narration.wav"), tone(2.2, 22050), 22050)
+    classes = {**spinbot.NODE_CLASS_MAPPINGS, **CORE_NODE_CLASSES}
+    results = run_api(API, classes, extra_pnginfo={"workflow": UI})
+    path, report = results["3"]["result"]
+    audio = classes["LoadAudio"]().load("narration.wav")[0]
+    seconds = audio["waveform"].shape[-1] / audio["sample_rate"]
+    p = probe(path)
+    assert p.video_frames == math.ceil(seconds * 25 - 1e-9)
+    assert abs(p.audio_seconds - p.video_seconds) <= 1 / 25
+    assert (p.width, p.height) == (160, 160)
+    assert workflow_from(p) == UI
