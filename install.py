@@ -139,6 +139,19 @@ def list_models() -> None:
         print(f"{m['id']:<28} {m['folder']}/{m['path']}  ({size}, {m['license']})")
 
 
+def models_markdown() -> str:
+    """The README's model table (the README embeds exactly this; a test keeps them equal)."""
+    manifest = json.load(open(MANIFEST, encoding="utf-8"))
+    rows = ["| model | folder / file | size | license | used by | presets |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for m in manifest["models"]:
+        size = f"{m['size_bytes'] / 1e6:,.0f} MB" if m.get("size_bytes") else "?"
+        used_in = ", ".join(p for p, v in manifest["presets"].items() if m["id"] in v["models"])
+        rows.append(f"| [{m['id']}]({m['source']}) | `{m['folder']}/{m['path']}` | {size} | "
+                    f"{m['license']} | {m['stage']} | {used_in or '-'} |")
+    return "\n".join(rows) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", metavar="PRESET", help="also install a preset's model files")
@@ -146,7 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print what goes where, fetch nothing")
     parser.add_argument("--no-requirements", action="store_true", help="skip pip")
     parser.add_argument("--list", action="store_true", help="list presets and models")
+    parser.add_argument("--markdown", action="store_true", help="print the README's model table")
     args = parser.parse_args(argv)
+    if args.markdown:
+        print(models_markdown(), end="")
+        return 0
     if args.list:
         list_models()
         return 0
