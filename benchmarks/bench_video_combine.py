@@ -73,7 +73,10 @@ def child_ffmpeg(frames: int, preset: str, crf: int) -> dict:
 
     images = frame_batch(0, frames)
     out = os.path.join(os.environ["SPINBOT_OUTPUT_DIR"], "ffmpeg.mp4")
-    cmd = ["ffmpeg", "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{W}x{H}",
+    # /usr/bin/time measures ffmpeg itself: ru_maxrss of a child forked straight from this
+    # process would include the pages it shared with us before exec.
+    rss_file = out + ".rss"
+    cmd = ["/usr/bin/time", "-f", "%M", "-o", rss_file, "ffmpeg", "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{W}x{H}",
            "-r", "25", "-i", "-", "-c:v", "libx264", "-crf", str(crf), "-preset", preset,
            "-pix_fmt", "yuv420p", out]
     t0 = time.perf_counter()
@@ -83,7 +86,7 @@ def child_ffmpeg(frames: int, preset: str, crf: int) -> dict:
     proc.stdin.close()
     proc.wait()
     elapsed = time.perf_counter() - t0
-    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    child = int(open(rss_file).read().split()[-1]) / 1024
     return {"fps": frames / elapsed, "seconds": elapsed, "peak_rss_mb": rss_mb(),
             "ffmpeg_peak_rss_mb": child}
 

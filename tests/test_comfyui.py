@@ -1,0 +1,79 @@
+"""The pack inside a real ComfyUI: loads without error and renders over POST /prompt.
+
+Skipped unless COMFYUI_PATH points at a ComfyUI checkout (see README).
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from PIL import Image
+
+import spinbot
+from tests._pack import ROOT
+from tests.media import astronaut, speech_wav, tone, write_wav
+from tests.mp4probe import probe, workflow_from
+from tests.workflow_tools import load_json, validate_api, validate_ui
+
+COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
+pytestmark = [pytest.mark.comfyui,
+              pytest.mark.skipif(not COMFYUI_PATH, reason="COMFYUI_PATH is not set")]
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory):
+    from tests.comfyui_server import ComfyUI
+
+    server = ComfyUI(COMFYUI_PATH, str(tmp_path_factory.mktemp("comfy")))
+    yield server
+    server.stop()
+
+
+def test_pack_loads_without_import_errors(comfy):
+    info = comfy.get("/object_info")
+    for name in spinbot.NODE_CLASS_MAPPINGS:
+        assert name in info, f"{name} missing from /object_info"
+        assert info[name]["category"].startswith("SpinBot/")
+    log = comfy.log()
+    assert "custom_nodes/ComfyUI-SpinBot" in log, log
+    failed = [line for line in log.splitlines() if "IMPORT FAILED" in line or "Cannot import" in line]
+    assert not [line for line in failed if "SpinBot" in line], log
+
+
+def test_workflows_validate_against_live_object_info(comfy):
+    info = comfy.get("/object_info")
+    defs = {name: {"input": node["input"], "output": tuple(node["output"])}
+            for name, node in info.items()}
+    for name in ("LoadImage", "LoadAudio"):
+        defs[name]["input"]["required"][next(iter(defs[name]["input"]["required"]))] = (["*"], {})
+        defs[name]["upload_widgets"] = 2
+    for path in sorted(os.listdir(os.path.join(ROOT, "workflows", "api"))):
+        validate_api(load_json(os.path.join(ROOT, "workflows", "api", path)), defs)
+        validate_ui(load_json(os.path.join(ROOT, "workflows", path)), defs)
+
+
+def test_workflows_are_listed_as_templates(comfy):
+    templates = comfy.get("/workflow_templates")
+    assert "photo_with_audio" in templates.get("ComfyUI-SpinBot", []), templates
+
+
+def test_photo_with_audio_over_http(comfy):
+    inputs = os.path.join(comfy.base_dir, "input")
+    Image.fromarray(astronaut(96)).save(os.path.join(inputs, "portrait.png"))
+    wav = os.path.join(inputs, "narration.wav")
+    if speech_wav(wav, "This video was queued over HTTP.") is None:
+        write_wav(wav, tone(1.7, 22050), 22050)
+    workflow = load_json(os.path.join(ROOT, "workflows", "api", "photo_with_audio.json"))
+    ui = load_json(os.path.join(ROOT, "workflows", "photo_with_audio.json"))
+    prompt_id = comfy.queue(workflow, extra_pnginfo={"workflow": ui})
+    entry = comfy.wait(prompt_id)
+    video = entry["outputs"]["3"]["spinbot_video"][0]
+    path = os.path.join(comfy.base_dir, "output", video["subfolder"], video["filename"])
+    p = probe(path)
+    assert p.video_frames > 0 and p.audio_seconds is not None
+    assert abs(p.audio_seconds - p.video_seconds) <= 1 / p.fps
+    assert (p.width, p.height) == (96, 96)
+    assert workflow_from(p) == ui
+    embedded = json.loads(p.metadata["prompt"])  # ComfyUI adds its own keys (is_changed)
+    assert {k: v["inputs"] for k, v in embedded.items()} == {k: v["inputs"] for k, v in workflow.items()}
