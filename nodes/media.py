@@ -132,24 +132,69 @@ def normalize_loudness(wave: torch.Tensor, rate: int, target_lufs: float,
                        peak_ceiling_db: float = -1.0) -> tuple[torch.Tensor, str]:
     """Scale ``[C,T]`` to an integrated loudness (ITU-R BS.1770 via pyloudnorm).
 
-    The gain is limited so the sample peak stays under ``peak_ceiling_db``: quieter than the target
-    beats clipping. Returns the new waveform and a one-line report of what was done.
+    When the gain would push peaks over ``peak_ceiling_db``, ffmpeg's look-ahead limiter
+    (``alimiter``, latency-compensated so sync is kept) holds them under it instead of lowering
+    the whole track. Returns the new waveform and a one-line report of what was done.
     """
     import pyloudnorm
 
-    data = wave.detach().cpu().double().numpy().T
-    if data.shape[0] < int(0.4 * rate):  # one BS.1770 gating block
+    data = wave.detach().cpu().double().numpy()
+    if data.shape[-1] < int(0.4 * rate):  # one BS.1770 gating block
         return wave, "loudness: clip shorter than 0.4 s, left as is"
-    measured = pyloudnorm.Meter(rate).integrated_loudness(data)
+    meter = pyloudnorm.Meter(rate)
+    measured = meter.integrated_loudness(data.T)
     if not np.isfinite(measured):
         return wave, "loudness: silent audio, left as is"
-    gain_db = target_lufs - measured
-    peak = float(np.max(np.abs(data)))
-    headroom_db = peak_ceiling_db - 20 * np.log10(max(peak, 1e-9))
-    note = ""
-    if gain_db > headroom_db:
-        note = f", limited by the {peak_ceiling_db:.0f} dBFS peak ceiling"
-        gain_db = headroom_db
-    out = wave * float(10 ** (gain_db / 20))
-    return out, (f"loudness: {measured:.1f} LUFS -> {measured + gain_db:.1f} LUFS "
-                 f"(target {target_lufs:.1f}, gain {gain_db:+.1f} dB{note})")
+    ceiling = 10 ** (peak_ceiling_db / 20)
+    out, final, gain_db, note = data, measured, 0.0, ""
+    # Limiting removes peak energy, so the loudness lands under the target; a second or third
+    # round of gain + limiting converges on it.
+    for _ in range(3):
+        step_db = target_lufs - final
+        if abs(step_db) < 0.1:
+            break
+        gain_db += step_db
+        out = out * 10 ** (step_db / 20)
+        if np.abs(out).max() > ceiling:
+            out = limit_peaks(out, rate, ceiling)
+            note = f", peaks limited to {peak_ceiling_db:.0f} dBFS"
+        final = meter.integrated_loudness(out.T)
+    return (torch.from_numpy(out.astype(np.float32)),
+            f"loudness: {measured:.1f} LUFS -> {final:.1f} LUFS (target {target_lufs:.1f}, "
+            f"gain {gain_db:+.1f} dB{note})")
+
+
+def limit_peaks(samples: np.ndarray, rate: int, ceiling: float) -> np.ndarray:
+    """ffmpeg's alimiter over ``[C,T]`` float samples, output aligned with the input."""
+    import av
+    from fractions import Fraction
+
+    channels = samples.shape[0]
+    layout = "mono" if channels == 1 else "stereo"
+    graph = av.filter.Graph()
+    source = graph.add_abuffer(format="fltp", sample_rate=rate, layout=layout, time_base=f"1/{rate}")
+    limiter = graph.add("alimiter", f"limit={ceiling:.6f}:attack=5:release=50:level=disabled:latency=1")
+    source.link_to(limiter)
+    limiter.link_to(graph.add("abuffersink"))
+    graph.configure()
+    pieces: list[np.ndarray] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                pieces.append(graph.pull().to_ndarray())
+            except (av.BlockingIOError, av.EOFError):
+                return
+
+    block = 1 << 14
+    for start in range(0, samples.shape[1], block):
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(samples[:, start:start + block], dtype=np.float32),
+            format="fltp", layout=layout)
+        frame.sample_rate, frame.pts, frame.time_base = rate, start, Fraction(1, rate)
+        graph.push(frame)
+        drain()
+    graph.push(None)
+    drain()
+    out = np.concatenate(pieces, axis=1)[:, :samples.shape[1]]
+    return np.clip(out, -ceiling, ceiling)

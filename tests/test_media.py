@@ -56,3 +56,15 @@ def test_loudness_edge_cases():
     assert "silent" in note and silent.abs().max() == 0
     short, note = media.normalize_loudness(torch.ones(1, 100) * 0.1, 48000, -14.0)
     assert "shorter than 0.4 s" in note
+
+
+def test_limit_peaks_keeps_sync_and_ceiling():
+    rate = 24000
+    t = np.arange(rate * 2) / rate
+    x = (0.2 * np.sin(2 * np.pi * 150 * t))[None].repeat(2, axis=0)
+    x[:, 30000:30100] = 0.95
+    y = media.limit_peaks(x, rate, 0.5)
+    assert y.shape == x.shape and np.abs(y).max() <= 0.5
+    # far from the spike nothing moves: no delay, no gain change
+    assert np.allclose(y[:, :28000], x[:, :28000], atol=1e-5)
+    assert np.allclose(y[:, 40000:], x[:, 40000:], atol=1e-3)

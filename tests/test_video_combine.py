@@ -88,12 +88,17 @@ def test_audio_loudness_normalised_and_rate_resampled_when_aac_cannot(spinbot_di
     assert quiet < -20 and "loudness" not in report2
 
 
-def test_loud_audio_is_limited_by_peak_ceiling(spinbot_dirs):
-    audio = tone_audio(2.0, rate=48000, amplitude=0.05)
-    audio["waveform"][..., 1000] = 0.99  # one spike: the target gain would clip it
-    path, report = combine(images=ramp(50), audio=audio)["result"]
-    assert "peak ceiling" in report
-    assert np.abs(probe(path).audio).max() < 1.0
+def test_peaks_are_limited_and_loudness_still_reaches_target(spinbot_dirs):
+    import pyloudnorm
+
+    audio = tone_audio(3.0, rate=48000, amplitude=0.05)
+    audio["waveform"][..., 1000:1200] = 0.99  # a spike: the target gain alone would clip it
+    path, report = combine(images=ramp(75), audio=audio)["result"]
+    assert "peaks limited to -1 dBFS" in report
+    decoded = probe(path).audio
+    assert np.abs(decoded).max() < 0.95  # -1 dBFS = 0.891, plus AAC's overshoot
+    lufs = pyloudnorm.Meter(48000).integrated_loudness(decoded.T.astype(np.float64))
+    assert lufs == pytest.approx(-14.0, abs=0.7)
 
 
 def test_odd_size_is_padded(spinbot_dirs):
