@@ -174,8 +174,10 @@ def limit_peaks(samples: np.ndarray, rate: int, ceiling: float) -> np.ndarray:
     graph = av.filter.Graph()
     source = graph.add_abuffer(format="fltp", sample_rate=rate, layout=layout, time_base=f"1/{rate}")
     limiter = graph.add("alimiter", f"limit={ceiling:.6f}:attack=5:release=50:level=disabled:latency=1")
+    planar = graph.add("aformat", "sample_fmts=fltp")  # alimiter emits packed doubles
     source.link_to(limiter)
-    limiter.link_to(graph.add("abuffersink"))
+    limiter.link_to(planar)
+    planar.link_to(graph.add("abuffersink"))
     graph.configure()
     pieces: list[np.ndarray] = []
 
