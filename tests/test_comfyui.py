@@ -77,3 +77,40 @@ def test_photo_with_audio_over_http(comfy):
     assert workflow_from(p) == ui
     embedded = json.loads(p.metadata["prompt"])  # ComfyUI adds its own keys (is_changed)
     assert {k: v["inputs"] for k, v in embedded.items()} == {k: v["inputs"] for k, v in workflow.items()}
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_web_extension_plays_the_mp4_in_the_node(comfy):
+    """Headless Chromium: load the drag-and-drop workflow, run it, see the node's <video> play."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if _chromium() is None:
+        pytest.skip("no chromium")
+    inputs = os.path.join(comfy.base_dir, "input")
+    Image.fromarray(astronaut(128)).save(os.path.join(inputs, "portrait.png"))
+    write_wav(os.path.join(inputs, "narration.wav"), tone(1.2, 24000), 24000)
+    ui = load_json(os.path.join(ROOT, "workflows", "photo_with_audio.json"))
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(comfy.url, wait_until="networkidle")
+            page.wait_for_function("window.app && window.app.graph", timeout=60_000)
+            page.keyboard.press("Escape")  # the templates dialog of a first visit
+            page.evaluate("wf => window.app.loadGraphData(wf)", ui)
+            page.evaluate("() => window.app.queuePrompt(0)")
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('video')].some(v => v.readyState >= 2)",
+                timeout=120_000)
+            videos = page.evaluate("() => [...document.querySelectorAll('video')].map(v => ("
+                                   "{src: v.src, w: v.videoWidth, h: v.videoHeight, d: v.duration}))")
+        finally:
+            browser.close()
+    assert len(videos) == 1, videos
+    assert "subfolder=SpinBot" in videos[0]["src"] and "type=output" in videos[0]["src"]
+    assert (videos[0]["w"], videos[0]["h"]) == (128, 128)
+    assert videos[0]["d"] == pytest.approx(1.2, abs=0.05)
