@@ -6,9 +6,12 @@ under any folder name (ComfyUI imports it by path as `ComfyUI-SpinBot`).
 from __future__ import annotations
 
 from . import runtime
+from .image import nodes_image
+from .script import nodes_script
+from .upscale import nodes_upscale
 from .video import nodes_video
 
-_NODE_MODULES = (nodes_video,)
+_NODE_MODULES = (nodes_video, nodes_upscale, nodes_script, nodes_image)
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}

@@ -205,3 +205,23 @@ def test_astronaut_portrait_with_speech_length(spinbot_dirs):
     path, _ = combine(images=astronaut_image(128), audio=tone_audio(1.5, rate=24000))["result"]
     p = probe(path)
     assert p.video_frames == 38 and (p.width, p.height) == (128, 128)
+
+
+def test_burned_in_subtitles_change_only_frames_with_a_cue(spinbot_dirs):
+    srt = "1\n00:00:00,400 --> 00:00:00,800\nHELLO WORLD\n"
+    frames = torch.full((30, 96, 160, 3), 0.5)
+    soft, _ = combine(images=frames, subtitles=srt, crf=0, preset="ultrafast")["result"]
+    burned, report = combine(images=frames, subtitles=srt, burn_in_subtitles=True, crf=0,
+                             preset="ultrafast")["result"]
+    assert "burned into the frames" in report
+
+    import av
+
+    def decoded(path):
+        with av.open(path) as c:
+            return [f.to_ndarray(format="rgb24").astype(int) for f in c.decode(video=0)]
+
+    a, b = decoded(soft), decoded(burned)
+    diff = [np.abs(x - y).max() for x, y in zip(a, b)]
+    assert max(diff[:9]) <= 3 and max(diff[21:]) <= 3  # 0.4 s = frame 10, 0.8 s = frame 20
+    assert min(diff[11:19]) > 50

@@ -30,7 +30,7 @@ def combine_to_mp4(images: torch.Tensor | None = None, video: SpinBotVideo | Non
                    fps: float = 25.0, audio: dict | None = None, subtitles: str = "",
                    filename_prefix: str = "SpinBot/video", crf: int = 19, preset: str = "medium",
                    audio_bitrate: str = "192k", length_policy: str = "pad video with last frame",
-                   loudness_lufs: float | None = -14.0,
+                   loudness_lufs: float | None = -14.0, burn_in: bool = False,
                    metadata: dict[str, str] | None = None) -> EncodeResult:
     """Encode frames from an IMAGE batch or a SPINBOT_VIDEO into an MP4 (see the node for options)."""
     if (images is None) == (video is None):
@@ -65,6 +65,9 @@ def combine_to_mp4(images: torch.Tensor | None = None, video: SpinBotVideo | Non
         notes.append(f"size: {width}x{height} padded to {width + width % 2}x{height + height % 2} "
                      "for yuv420p")
 
+    if burn_in and cues:
+        batches = _burned(batches, fps, cues)
+        notes.append(f"subtitles: {len(cues)} cues burned into the frames")
     path, _subfolder, _name = safe_output_path(filename_prefix, "mp4")
     total = frames + extra
     with runtime.Progress(total, "Video Combine") as bar:
@@ -75,6 +78,15 @@ def combine_to_mp4(images: torch.Tensor | None = None, video: SpinBotVideo | Non
     if cues:
         notes.append(f"subtitles: {len(cues)} cues as a mov_text track")
     return EncodeResult(path, written, width, height, fps, written / fps, audio_seconds, notes)
+
+
+def _burned(batches: Iterator[np.ndarray], fps: float, cues) -> Iterator[np.ndarray]:
+    from ..script.burn_in import burn_subtitles
+
+    done = 0
+    for batch in batches:
+        yield burn_subtitles(np.asarray(batch), done, fps, cues)
+        done += len(batch)
 
 
 def workflow_metadata(prompt: dict | None, extra_pnginfo: dict | None) -> dict[str, str]:

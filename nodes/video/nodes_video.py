@@ -138,18 +138,21 @@ class SpinBotVideoCombine:
                                                "audio when a SPINBOT_VIDEO carries one."}),
                 "subtitles": ("STRING", {"forceInput": True, "tooltip":
                                          "SRT text, muxed as a soft mov_text subtitle track."}),
+                "burn_in_subtitles": ("BOOLEAN", {"default": False, "tooltip":
+                                      "Also draw the subtitles into the frames (for players and "
+                                      "sites that ignore soft subtitle tracks)."}),
             },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 
     def combine(self, fps, filename_prefix, crf, preset, audio_bitrate, length_policy,
                 normalize_loudness, loudness_lufs, images=None, video=None, audio=None,
-                subtitles=None, prompt=None, extra_pnginfo=None):
+                subtitles=None, burn_in_subtitles=False, prompt=None, extra_pnginfo=None):
         result = combine_to_mp4(
             images=images, video=video, fps=fps, audio=audio, subtitles=subtitles or "",
             filename_prefix=filename_prefix, crf=crf, preset=preset, audio_bitrate=audio_bitrate,
             length_policy=length_policy,
-            loudness_lufs=loudness_lufs if normalize_loudness else None,
+            loudness_lufs=loudness_lufs if normalize_loudness else None, burn_in=burn_in_subtitles,
             metadata=workflow_metadata(prompt, extra_pnginfo))
         out_root = os.path.realpath(runtime.output_dir())
         subfolder = os.path.relpath(os.path.dirname(result.path), out_root).replace(os.sep, "/")

@@ -1,0 +1,283 @@
+"""Loading Stable Diffusion 1.5 / SDXL pipelines offline from ComfyUI's model folders.
+
+Single-file checkpoints (models/checkpoints) are recognised from their keys and built with
+diffusers' `from_single_file` against a config folder that never comes from the hub:
+- `<checkpoint without extension>.config/` beside the file when present (a model with non-standard
+  sizes brings its own diffusers config; the tiny test models use this), else
+- the published diffusers configs shipped in `configs/<arch>/`.
+CLIP tokenizers (vocab.json + merges.txt) are looked up in that config folder, in
+models/text_encoders/clip-vit-large-patch14/, then in ComfyUI's bundled comfy/sd1_tokenizer.
+Diffusers folders (models/diffusers/<name>) load with `from_pretrained(local_files_only=True)`.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+from .. import runtime
+
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+ARCH_LABELS = {"sd15": "SD 1.5", "sdxl_base": "SDXL base", "sdxl_refiner": "SDXL refiner"}
+TOKENIZER_FOLDER = "text_encoders/clip-vit-large-patch14"
+_CACHE_SIZE = 2
+
+
+class ImageModelError(ValueError):
+    """A checkpoint, config or tokenizer problem, worded for the user."""
+
+
+@dataclass(frozen=True)
+class ImageModel:
+    """SPINBOT_IMAGE_MODEL: a diffusers pipeline plus what the stage node needs to know."""
+    pipe: Any
+    arch: str                      # sd15 | sdxl_base | sdxl_refiner
+    name: str
+    trigger_words: tuple[str, ...] = ()
+    loras: tuple[tuple[str, float], ...] = ()
+    offloaded: bool = False
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def with_pipe(self, pipe: Any, **changes) -> "ImageModel":
+        return replace(self, pipe=pipe, **changes)
+
+
+# ----------------------------------------------------------------------------- detection
+
+def detect_architecture(keys: set[str] | list[str], name: str = "checkpoint") -> str:
+    """sd15 / sdxl_base / sdxl_refiner from the original (LDM) key names, else a clear error."""
+    keys = set(keys)
+    has_unet = "model.diffusion_model.input_blocks.0.0.weight" in keys
+    if has_unet and any(k.startswith("conditioner.embedders.1.model.") for k in keys):
+        return "sdxl_base"
+    if has_unet and any(k.startswith("conditioner.embedders.0.model.") for k in keys):
+        return "sdxl_refiner"
+    if has_unet and any(k.startswith("cond_stage_model.transformer.") for k in keys):
+        return "sd15"
+    if has_unet and any(k.startswith("cond_stage_model.model.") for k in keys):
+        raise ImageModelError(f"{name} is a Stable Diffusion 2.x checkpoint; SpinBot supports SD 1.5 "
+                              "and SDXL checkpoints.")
+    if any(k.startswith(("model.diffusion_model.", "first_stage_model.")) for k in keys):
+        raise ImageModelError(f"{name} has a diffusion model but no text encoder SpinBot recognises "
+                              "(UNet-only files belong in models/diffusion_models, not checkpoints). "
+                              "Use a full SD 1.5 or SDXL checkpoint.")
+    sample = ", ".join(sorted(keys)[:3]) or "no tensors"
+    raise ImageModelError(f"{name} is not a Stable Diffusion 1.5 / SDXL checkpoint (keys such as "
+                          f"{sample}). Put SD 1.5 or SDXL .safetensors files in models/checkpoints.")
+
+
+def read_checkpoint_keys(path: str) -> set[str]:
+    from safetensors import safe_open
+
+    if not path.lower().endswith(".safetensors"):
+        raise ImageModelError(f"{os.path.basename(path)}: only .safetensors checkpoints are loaded "
+                              "(pickled .ckpt files can run code); convert it to safetensors.")
+    try:
+        with safe_open(path, framework="pt") as f:
+            return set(f.keys())
+    except Exception as exc:  # safetensors raises several types for damaged headers
+        raise ImageModelError(f"{os.path.basename(path)} is not a readable safetensors file "
+                              f"(truncated or corrupt download?): {exc}") from exc
+
+
+def config_folder(path: str, arch: str) -> str:
+    own = os.path.splitext(path)[0] + ".config"
+    return own if os.path.isfile(os.path.join(own, "model_index.json")) else os.path.join(CONFIGS_DIR, arch)
+
+
+# ----------------------------------------------------------------------------- tokenizers
+
+def comfyui_tokenizer_dir() -> str | None:
+    """ComfyUI ships the CLIP BPE files in comfy/sd1_tokenizer; find them from its models folder."""
+    finder = getattr(runtime, "comfyui_root", None)
+    roots = [finder()] if finder else []
+    roots += [os.path.dirname(os.path.dirname(p)) for p in runtime.model_folder_paths("checkpoints")]
+    for root in roots:
+        candidate = os.path.join(root or "", "comfy", "sd1_tokenizer")
+        if os.path.isfile(os.path.join(candidate, "vocab.json")):
+            return candidate
+    return None
+
+
+def tokenizer_dirs(config_dir: str, subfolder: str) -> list[str]:
+    dirs = [os.path.join(config_dir, subfolder)]
+    dirs += [os.path.join(p, "clip-vit-large-patch14") for p in runtime.model_folder_paths("text_encoders")]
+    comfy = comfyui_tokenizer_dir()
+    return dirs + ([comfy] if comfy else [])
+
+
+def load_tokenizer(config_dir: str, subfolder: str = "tokenizer"):
+    from transformers import CLIPTokenizer
+
+    for folder in tokenizer_dirs(config_dir, subfolder):
+        if all(os.path.isfile(os.path.join(folder, f)) for f in ("vocab.json", "merges.txt")):
+            # SDXL's second tokenizer is the same BPE padding with "!" (id 0), as OpenCLIP does.
+            pad = "!" if subfolder == "tokenizer_2" and folder != os.path.join(config_dir, subfolder) \
+                else None
+            kwargs = {"pad_token": pad} if pad else {}
+            return CLIPTokenizer.from_pretrained(folder, model_max_length=77, local_files_only=True,
+                                                 **kwargs)
+    raise ImageModelError(
+        "The CLIP tokenizer files (vocab.json and merges.txt, about 1.5 MB) were not found. "
+        f"Copy them into models/{TOKENIZER_FOLDER}/ (from the 'tokenizer' folder of any SD 1.5 "
+        "diffusers model, or ComfyUI's comfy/sd1_tokenizer). Looked in: "
+        + "; ".join(tokenizer_dirs(config_dir, subfolder)))
+
+
+# ----------------------------------------------------------------------------- loading
+
+def _pipeline_class(arch: str):
+    import diffusers
+
+    return {"sd15": diffusers.StableDiffusionPipeline,
+            "sdxl_base": diffusers.StableDiffusionXLPipeline,
+            "sdxl_refiner": diffusers.StableDiffusionXLImg2ImgPipeline}[arch]
+
+
+@contextlib.contextmanager
+def offline():
+    """Hub access off while SpinBot loads (every path is local anyway); restored afterwards so
+    other custom nodes in the same ComfyUI process keep their own behaviour."""
+    names = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY")
+    saved = {n: os.environ.get(n) for n in names}
+    os.environ.update({n: "1" for n in names})
+    try:
+        yield
+    finally:
+        for n, v in saved.items():
+            if v is None:
+                os.environ.pop(n, None)
+            else:
+                os.environ[n] = v
+
+
+def load_single_file(path: str, dtype: torch.dtype, vae_path: str | None = None) -> tuple[Any, str]:
+    name = os.path.basename(path)
+    arch = detect_architecture(read_checkpoint_keys(path), name)
+    cfg = config_folder(path, arch)
+    index = json.load(open(os.path.join(cfg, "model_index.json"), encoding="utf-8"))
+    extra: dict[str, Any] = {}
+    for sub in ("tokenizer", "tokenizer_2"):
+        if (index.get(sub) or [None])[0]:
+            extra[sub] = load_tokenizer(cfg, sub)
+    if arch == "sd15":
+        extra.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    if vae_path:
+        extra["vae"] = load_vae(vae_path, cfg, dtype)
+    try:
+        pipe = _pipeline_class(arch).from_single_file(path, config=cfg, local_files_only=True,
+                                                      torch_dtype=dtype, **extra)
+    except ImageModelError:
+        raise
+    except Exception as exc:
+        raise ImageModelError(f"{name} looks like an {ARCH_LABELS[arch]} checkpoint but could not be "
+                              f"built from it (damaged, or a variant with different sizes: put its "
+                              f"diffusers config in {os.path.splitext(name)[0]}.config/ beside it): "
+                              f"{exc}") from exc
+    return pipe, arch
+
+
+def load_vae(path: str, config_dir: str, dtype: torch.dtype):
+    from diffusers import AutoencoderKL
+
+    keys = read_checkpoint_keys(path)
+    if not any(k.startswith(("encoder.", "decoder.", "first_stage_model.")) for k in keys):
+        raise ImageModelError(f"{os.path.basename(path)} is not a VAE (no encoder/decoder weights).")
+    try:
+        return AutoencoderKL.from_single_file(path, config=config_dir, subfolder="vae",
+                                              local_files_only=True, torch_dtype=dtype)
+    except Exception as exc:
+        raise ImageModelError(f"VAE {os.path.basename(path)} does not fit this checkpoint: {exc}") from exc
+
+
+def load_diffusers_folder(folder: str, dtype: torch.dtype) -> tuple[Any, str]:
+    import diffusers
+
+    index_path = os.path.join(folder, "model_index.json")
+    if not os.path.isfile(index_path):
+        raise ImageModelError(f"{folder} is not a diffusers model folder (no model_index.json).")
+    cls_name = json.load(open(index_path, encoding="utf-8")).get("_class_name", "")
+    arch = {"StableDiffusionPipeline": "sd15", "StableDiffusionXLPipeline": "sdxl_base",
+            "StableDiffusionXLImg2ImgPipeline": "sdxl_refiner"}.get(cls_name)
+    if arch is None:
+        raise ImageModelError(f"{os.path.basename(folder)} is a {cls_name or 'unknown'} folder; "
+                              "SpinBot loads SD 1.5 and SDXL pipelines.")
+    extra = {"safety_checker": None, "requires_safety_checker": False} if arch == "sd15" else {}
+    pipe = getattr(diffusers, cls_name).from_pretrained(folder, local_files_only=True,
+                                                        torch_dtype=dtype, **extra)
+    return pipe, arch
+
+
+def rebuild_pipeline(pipe: Any, components: dict[str, Any]) -> Any:
+    """A new pipeline of the same class over ``components``, with the same init options."""
+    accepted = inspect.signature(type(pipe).__init__).parameters
+    options = {k: v for k, v in pipe.config.items()
+               if k in accepted and k not in components and not k.startswith("_")}
+    return type(pipe)(**components, **options)
+
+
+_cache: "OrderedDict[tuple, ImageModel]" = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _stamp(path: str | None) -> tuple:
+    if not path:
+        return ()
+    st = os.stat(path)
+    return (path, st.st_size, st.st_mtime_ns)
+
+
+def place_pipeline(pipe: Any, device: torch.device, offload: str) -> bool:
+    """Move to the device, or use model CPU offload when VRAM is short (or asked for)."""
+    if device.type == "cpu":
+        pipe.to(device)
+        return False
+    size = sum(p.numel() * p.element_size() for m in pipe.components.values()
+               if isinstance(m, torch.nn.Module) for p in m.parameters())
+    runtime.make_room(int(size * 1.3), device)
+    short = runtime.free_memory_bytes(device) < size * 1.5
+    if offload == "model_cpu_offload" or (offload == "auto" and short):
+        pipe.enable_model_cpu_offload(device=device)
+        return True
+    pipe.to(device)
+    return False
+
+
+def load_image_model(path: str, vae_path: str | None = None, precision: str = "auto",
+                     offload: str = "auto") -> ImageModel:
+    """The cached base pipeline for a checkpoint file or diffusers folder (keyed by mtime)."""
+    device = runtime.torch_device()
+    dtype = {"fp32": torch.float32, "fp16": torch.float16,
+             "bf16": torch.bfloat16}.get(precision) or runtime.torch_dtype(device)
+    key = (_stamp(path), _stamp(vae_path), str(dtype), str(device), offload)
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    with offline():
+        if os.path.isdir(path):
+            pipe, arch = load_diffusers_folder(path, dtype)
+        else:
+            pipe, arch = load_single_file(path, dtype, vae_path)
+    pipe.set_progress_bar_config(disable=True)
+    offloaded = place_pipeline(pipe, device, offload)
+    model = ImageModel(pipe=pipe, arch=arch, name=os.path.basename(path.rstrip("/\\")),
+                       offloaded=offloaded)
+    with _cache_lock:
+        _cache[key] = model
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return model
+
+
+def clear_cache() -> None:
+    with _cache_lock:
+        _cache.clear()
+    runtime.release_memory()

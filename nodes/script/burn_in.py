@@ -1,0 +1,143 @@
+"""Burn subtitles into frames: outlined text, bottom-centred, wrapped to the frame width.
+
+A plain function over uint8 frame batches, so Video Combine can call it chunk by chunk while it
+streams a SPINBOT_VIDEO: ``first_frame_index`` places the batch on the timeline. Each distinct
+cue text is rendered once (Pillow) and alpha-blended where it is active; pixels outside the text
+and frames without an active cue are left exactly as they were.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from ..video.subtitles import Cue
+from .subtitles import wrap_text
+
+
+_WIDE = re.compile("[\u1100-\u11ff\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
+
+
+class BurnInError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class _Overlay:
+    y: int
+    x: int
+    rgb: np.ndarray  # uint16 [h,w,3], colour premultiplied by alpha
+    alpha: np.ndarray  # uint16 [h,w,1], 0..255
+
+
+# Pillow's bundled font covers ASCII only (no umlauts, no CJK), so a system font is preferred.
+# Bare names are looked up by Pillow in the platform's font folders (Linux, Windows, macOS).
+_LATIN_FONTS = ("DejaVuSans-Bold.ttf", "arialbd.ttf", "Arial Bold.ttf", "LiberationSans-Bold.ttf",
+                "NotoSans-Bold.ttf", "DejaVuSans.ttf", "arial.ttf", "Arial.ttf")
+_CJK_FONTS = ("NotoSansCJK-Bold.ttc", "NotoSansCJK-Regular.ttc", "NotoSansCJKsc-Bold.otf",
+              "msyhbd.ttc", "msyh.ttc", "YuGothB.ttc", "PingFang.ttc", "Hiragino Sans GB.ttc",
+              "wqy-zenhei.ttc", "wqy-microhei.ttc", "Arial Unicode.ttf", "malgun.ttf")
+
+
+@lru_cache(maxsize=16)
+def _font(size: int, font_path: str | None, cjk: bool) -> ImageFont.FreeTypeFont:
+    if font_path:
+        try:
+            return ImageFont.truetype(font_path, size)
+        except OSError as exc:
+            raise BurnInError(f"cannot load subtitle font {font_path!r}: {exc}") from None
+    for name in (_CJK_FONTS if cjk else ()) + _LATIN_FONTS:
+        try:
+            return ImageFont.truetype(name, size)
+        except OSError:
+            continue
+    return ImageFont.load_default(size=size)
+
+
+@lru_cache(maxsize=32)  # Video Combine calls chunk by chunk: a cue spans several calls
+def _render(text: str, width: int, height: int, font_scale: float, margin: float,
+            outline: float, color: tuple[int, int, int], outline_color: tuple[int, int, int],
+            font_path: str | None) -> _Overlay | None:
+    size = max(8, int(round(height * font_scale)))
+    font = _font(size, font_path, bool(_WIDE.search(text)))
+    stroke = int(round(size * outline))
+    side = int(round(width * 0.04)) + stroke
+    lines = wrap_text(text, max(width - 2 * side, size), measure=lambda s: font.getlength(s))
+    if not lines:
+        return None
+    ascent, descent = font.getmetrics()
+    line_height = ascent + descent + 2 * stroke + int(round(size * 0.15))
+    block = Image.new("L", (width, line_height * len(lines)))
+    fill = Image.new("L", block.size)
+    halo, body = ImageDraw.Draw(block), ImageDraw.Draw(fill)
+    for k, line in enumerate(lines):
+        x = (width - font.getlength(line)) / 2
+        y = k * line_height + stroke
+        halo.text((x, y), line, font=font, fill=255, stroke_width=stroke, stroke_fill=255)
+        body.text((x, y), line, font=font, fill=255)
+    alpha = np.asarray(block, dtype=np.uint16)
+    if not alpha.any():
+        return None
+    mix = np.asarray(fill, dtype=np.uint16)[..., None]  # 255 where the letters are
+    rgb = (np.array(color, np.uint16) * mix + np.array(outline_color, np.uint16) * (255 - mix)
+           + 127) // 255
+    rows, cols = np.nonzero(alpha.any(axis=1))[0], np.nonzero(alpha.any(axis=0))[0]
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    bottom = height - int(round(height * margin))
+    y = bottom - (r1 - r0)
+    if y < 0:  # more text than frame: keep the last lines
+        r0, y = r0 - y, 0
+    a = alpha[r0:r1, c0:c1, None]
+    premultiplied = rgb[r0:r1, c0:c1] * a
+    for arr in (a, premultiplied):  # shared through the cache
+        arr.flags.writeable = False
+    return _Overlay(y, int(c0), premultiplied, a)
+
+
+def active_text(cues: Sequence[Cue], t: float) -> str:
+    """Text on screen at time ``t``: every cue with start <= t < end, in start order."""
+    return "\n".join(c.text for c in sorted(cues, key=lambda c: c.start) if c.start <= t < c.end)
+
+
+def burn_subtitles(frames: np.ndarray, first_frame_index: int, fps: float, cues: Sequence[Cue],
+                   font_scale: float = 0.06, margin: float = 0.06, outline: float = 0.1,
+                   color: tuple[int, int, int] = (255, 255, 255),
+                   outline_color: tuple[int, int, int] = (0, 0, 0),
+                   font_path: str | None = None) -> np.ndarray:
+    """Copy of ``frames`` (uint8 ``[n,H,W,3]``) with the cues drawn on the frames they cover.
+
+    Frame ``i`` of the batch is shown at ``(first_frame_index + i) / fps`` seconds.
+    ``font_scale`` is the font size as a fraction of the frame height, ``margin`` the gap below
+    the text, ``outline`` the outline width as a fraction of the font size.
+    """
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise BurnInError(f"frames must be uint8 [n,H,W,3], got {frames.dtype} {frames.shape}")
+    if fps <= 0:
+        raise BurnInError(f"fps must be positive, got {fps}")
+    if not 0 < font_scale <= 0.5 or not 0 <= margin < 0.5 or not 0 <= outline <= 0.5:
+        raise BurnInError("font_scale must be in (0, 0.5], margin in [0, 0.5), outline in [0, 0.5]")
+    out = frames.copy()
+    if not cues or len(frames) == 0:
+        return out
+    height, width = frames.shape[1:3]
+    overlays: dict[str, _Overlay | None] = {}
+    for i in range(len(frames)):
+        text = active_text(cues, (first_frame_index + i) / fps)
+        if not text.strip():
+            continue
+        if text not in overlays:
+            overlays[text] = _render(text, width, height, font_scale, margin, outline,
+                                     tuple(color), tuple(outline_color), font_path or None)
+        ov = overlays[text]
+        if ov is None:
+            continue
+        h, w = ov.alpha.shape[:2]
+        region = out[i, ov.y:ov.y + h, ov.x:ov.x + w]
+        blended = (ov.rgb + region.astype(np.uint16) * (255 - ov.alpha) + 127) // 255
+        region[...] = blended.astype(np.uint8)
+    return out

@@ -1,0 +1,156 @@
+"""What the script stage asks the LLM, and how its reply is checked.
+
+The reply is data: it is parsed with `json.loads`, checked against `SCRIPT_SCHEMA` by a small
+validator written for that fixed schema, and cleaned; nothing in it is ever executed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+
+from .segments import is_cjk_language
+
+SYSTEM_PROMPT_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
+                                  "system_prompt.txt")
+
+# Sent to Ollama as `format`, which constrains decoding to it; checked again here because older
+# servers, some models and proxies ignore it.
+SCRIPT_SCHEMA: dict = {
+    "type": "object",
+    "properties": {
+        "stage": {"type": "string", "minLength": 1,
+                  "description": "Image prompt for the scene, comma-separated phrases, English."},
+        "narrative": {"type": "string", "minLength": 1,
+                      "description": "The exact words the speaker says."},
+    },
+    "required": ["stage", "narrative"],
+    "additionalProperties": False,
+}
+
+_MAX_STAGE_CHARS = 2000
+
+
+class ReplyError(ValueError):
+    """The LLM's reply is not a usable script; the message is fed back to it on a retry."""
+
+
+@dataclass(frozen=True)
+class ScriptRequest:
+    topic: str
+    language: str = "English"
+    tone: str = "warm, clear and conversational"
+    target_seconds: float = 30.0
+    words_per_second: float = 2.5
+    trigger_word: str = ""
+
+    @property
+    def max_words(self) -> int:
+        return max(3, int(self.target_seconds * self.words_per_second))
+
+
+@lru_cache(maxsize=1)
+def shipped_system_prompt() -> str:
+    with open(SYSTEM_PROMPT_FILE, encoding="utf-8") as f:
+        return f.read().strip()
+
+
+def system_prompt(override: str = "") -> str:
+    return override.strip() or shipped_system_prompt()
+
+
+def user_message(req: ScriptRequest) -> str:
+    if is_cjk_language(req.language):
+        # Characters, not words: CJK text has no spaces and one character is about half a word.
+        length = (f"about {req.max_words * 2 * 9 // 10} characters, never more than "
+                  f"{req.max_words * 2} characters")
+    else:
+        length = f"about {req.max_words * 9 // 10} words, never more than {req.max_words} words"
+    lines = [
+        f"Topic: {req.topic.strip()}",
+        f"Narrative language: {req.language.strip() or 'English'}",
+        f"Tone and style: {req.tone.strip() or 'natural'}",
+        f"Length of the narrative: {length} (it is read aloud in at most "
+        f"{req.target_seconds:g} seconds).",
+    ]
+    if req.trigger_word.strip():
+        lines.append(f'The speaker is "{req.trigger_word.strip()}": the stage must contain these '
+                     "exact words, describing the speaker.")
+    return "\n".join(lines)
+
+
+def retry_message(error: str, cut_off: bool = False) -> str:
+    why = "It was cut off before the end; write a shorter one. " if cut_off else ""
+    return (f"That reply could not be used: {error}. {why}Reply again with only a JSON object "
+            'with the string fields "stage" and "narrative", and nothing else.')
+
+
+def _strip_wrapping(raw: str) -> str:
+    text = re.sub(r"^\s*<think>.*?</think>", "", raw, flags=re.S).strip()
+    fence = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", text, flags=re.S)
+    return fence.group(1) if fence else text
+
+
+def validate_reply(data: object) -> list[str]:
+    """Problems of a parsed reply against `SCRIPT_SCHEMA` (empty when it conforms)."""
+    if not isinstance(data, dict):
+        return [f"the reply must be a JSON object, not {type(data).__name__}"]
+    problems = []
+    for key in SCRIPT_SCHEMA["required"]:
+        if key not in data:
+            problems.append(f'the field "{key}" is missing')
+        elif not isinstance(data[key], str):
+            problems.append(f'"{key}" must be a string, not {type(data[key]).__name__}')
+        elif len(data[key].strip()) < SCRIPT_SCHEMA["properties"][key]["minLength"]:
+            problems.append(f'"{key}" is empty')
+    extra = sorted(set(data) - set(SCRIPT_SCHEMA["properties"]))
+    if extra:
+        problems.append(f"unexpected fields {extra}")
+    return problems
+
+
+def clean_spoken_text(text: str) -> str:
+    """Remove what a voice must not read: [stage directions], *emphasis*, markdown, emoji."""
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    # *emphasis*, __bold__ (not the * in 6*7 or the _ in snake_case)
+    text = re.sub(r"(?<!\w)(\*{1,3}|_{1,3})(?=\S)(.+?)(?<=\S)\1(?!\w)", r"\2", text)
+    text = re.sub(r"(?m)^\s*#{1,6}\s+", "", text).replace("`", "")  # headings, code marks
+    text = "".join(ch for ch in text if unicodedata.category(ch) not in ("So", "Cs", "Co")
+                   and ch not in "\ufe0f\u200d")
+    paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text)]
+    text = "\n\n".join(p for p in paragraphs if p)
+    if len(text) >= 2 and text[0] == text[-1] == '"' and text.count('"') == 2:
+        text = text[1:-1].strip()
+    return text
+
+
+def clean_stage(stage: str, trigger_word: str = "") -> str:
+    stage = " ".join(stage.split())[:_MAX_STAGE_CHARS].strip()
+    word = trigger_word.strip()
+    # The identity LoRA only takes effect if its trigger is in the prompt: add it rather than
+    # spend another LLM call asking for it.
+    if word and word.lower() not in stage.lower():
+        stage = f"{word}, {stage}" if stage else word
+    return stage
+
+
+def parse_reply(raw: str, trigger_word: str = "") -> tuple[str, str]:
+    """``(stage, narrative)`` from the LLM's raw reply, or `ReplyError` saying what is wrong."""
+    text = _strip_wrapping(raw or "")
+    if not text:
+        raise ReplyError("the reply was empty")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ReplyError(f"the reply is not valid JSON ({exc.msg} at line {exc.lineno} "
+                         f"column {exc.colno})") from None
+    problems = validate_reply(data)
+    if problems:
+        raise ReplyError("; ".join(problems))
+    narrative = clean_spoken_text(data["narrative"])
+    if not narrative:
+        raise ReplyError('"narrative" has no speakable words')
+    return clean_stage(data["stage"], trigger_word), narrative

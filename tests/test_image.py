@@ -1,0 +1,242 @@
+"""Image stage: offline SD 1.5 / SDXL loading from single files, LoRAs, stage image node.
+
+Tiny models come from the factory (LDM key layout, release file names); every generation is
+64x64 with 2-3 steps so the file runs in well under a minute on two CPU cores.
+"""
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+import torch
+
+from spinbot.nodes.image import checkpoint as ckpt
+from spinbot.nodes.image import nodes_image as N
+from spinbot.nodes.image.checkpoint import ImageModelError
+from spinbot.nodes.image.generate import with_trigger
+from spinbot.nodes.image.lora import trigger_word
+from tests import factory, sd_layout
+
+SD15 = "v1-5-pruned-emaonly.safetensors"
+XL = "sd_xl_base_1.0.safetensors"
+REFINER = "sd_xl_refiner_1.0.safetensors"
+LORA_KOHYA = "spinbot-identity-sd15.safetensors"
+LORA_PEFT = "spinbot-identity-sd15-peft.safetensors"
+LORA_XL = "spinbot-identity-sdxl.safetensors"
+
+
+@pytest.fixture(scope="module")
+def models_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("image_models")
+    factory.build(root, only=["checkpoints", "loras"])
+    return root
+
+
+@pytest.fixture(autouse=True)
+def use_models(models_root, monkeypatch, spinbot_dirs):
+    monkeypatch.setenv("SPINBOT_MODELS_DIR", str(models_root))
+    monkeypatch.setenv("SPINBOT_DEVICE", "cpu")
+
+
+def _load(name: str):
+    return N.SpinBotImageModel().load(name, "none", "auto", "auto")[0]
+
+
+def _paint(model, seed=1, steps=2, batch=1, prompt="a person on a stage", **kw):
+    return N.SpinBotStageImage().paint(model, prompt, "blurry", "custom", 64, 64, steps, 5.0,
+                                       kw.pop("scheduler", "euler"), seed, batch, **kw)[0]
+
+
+def _loras(model, *pairs):
+    inputs = {}
+    for i in range(1, N.LORA_SLOTS + 1):
+        name, strength = pairs[i - 1] if i <= len(pairs) else (N.NONE, 1.0)
+        inputs[f"lora_{i}"], inputs[f"strength_{i}"] = name, strength
+    return N.SpinBotIdentityLoRA().apply(model, **inputs)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any hub call or socket connection fails the test."""
+    import huggingface_hub
+    import huggingface_hub.file_download as fd
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args[:2]}")
+
+    for mod, names in ((huggingface_hub, ("hf_hub_download", "snapshot_download", "model_info")),
+                       (fd, ("hf_hub_download", "get_hf_file_metadata"))):
+        for name in names:
+            if hasattr(mod, name):
+                monkeypatch.setattr(mod, name, refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    ckpt.clear_cache()
+
+
+@pytest.mark.parametrize("name,arch", [(SD15, "sd15"), (XL, "sdxl_base"), (REFINER, "sdxl_refiner")])
+def test_single_files_load_offline_with_the_checkpoint_weights(no_network, models_root, name, arch):
+    model = _load(name)
+    assert model.arch == arch
+    # The tiny file uses the release layout; its weights must arrive unchanged in diffusers.
+    from safetensors import safe_open
+    with safe_open(str(models_root / "checkpoints" / name), "pt") as f:
+        conv_in = f.get_tensor("model.diffusion_model.input_blocks.0.0.weight")
+        out_key = "first_stage_model.decoder.conv_out.weight"
+        vae_out = f.get_tensor(out_key)
+    assert torch.equal(model.pipe.unet.conv_in.weight, conv_in)
+    assert torch.equal(model.pipe.vae.decoder.conv_out.weight, vae_out)
+
+
+def test_architecture_detection_from_keys():
+    assert ckpt.detect_architecture({"model.diffusion_model.input_blocks.0.0.weight",
+                                     "cond_stage_model.transformer.text_model.x"}) == "sd15"
+    with pytest.raises(ImageModelError, match="Stable Diffusion 2"):
+        ckpt.detect_architecture({"model.diffusion_model.input_blocks.0.0.weight",
+                                  "cond_stage_model.model.token_embedding.weight"})
+    with pytest.raises(ImageModelError, match="not a Stable Diffusion 1.5 / SDXL checkpoint"):
+        ckpt.detect_architecture({"body.0.weight", "conv_first.weight"}, "x.safetensors")
+
+
+def test_stage_image_shape_range_and_seeds():
+    model = _load(SD15)
+    a = _paint(model, seed=3, batch=2)
+    assert a.shape == (2, 64, 64, 3) and a.dtype == torch.float32
+    assert 0.0 <= a.min() and a.max() <= 1.0 and a.std() > 0
+    assert torch.equal(a, _paint(model, seed=3, batch=2))
+    assert not torch.allclose(a, _paint(model, seed=4, batch=2))
+    # image i of a batch uses seed + i
+    assert torch.allclose(a[1:], _paint(model, seed=4, batch=1), atol=1e-5)
+
+
+def test_sdxl_with_refiner_and_schedulers():
+    base, refiner = _load(XL), _load(REFINER)
+    plain = _paint(base, steps=3, scheduler="dpm++ 2m karras")
+    refined = _paint(base, steps=3, scheduler="dpm++ 2m karras", refiner=refiner, refiner_split=0.6)
+    assert plain.shape == refined.shape == (1, 64, 64, 3)
+    assert not torch.allclose(plain, refined)
+    with pytest.raises(ImageModelError, match="refiner cannot start from noise"):
+        _paint(refiner)
+    with pytest.raises(ImageModelError, match="SDXL refiner used with an SDXL base"):
+        _paint(_load(SD15), refiner=refiner)
+
+
+def test_progress_and_cancel(monkeypatch):
+    from spinbot.nodes import runtime
+    model = _load(SD15)
+    updates = []
+    monkeypatch.setattr(runtime.Progress, "update", lambda self, n=1, preview=None: updates.append(n))
+    _paint(model, steps=3)
+    assert len(updates) == 3
+    calls = []
+
+    def cancel_on_second():
+        calls.append(1)
+        if len(calls) == 2:
+            raise runtime.Interrupted("processing interrupted")
+    monkeypatch.setattr(runtime, "check_interrupted", cancel_on_second)
+    with pytest.raises(runtime.Interrupted):
+        _paint(model, steps=3)
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("lora", [LORA_KOHYA, LORA_PEFT])
+def test_lora_strength_zero_is_base_and_one_changes(lora):
+    base = _load(SD15)
+    reference = _paint(base)
+    zero, _ = _loras(base, (lora, 0.0))
+    one, _ = _loras(base, (lora, 1.0))
+    prompt = "ohwx person, sks face, a person on a stage"  # same text for all: trigger inserted
+    assert torch.allclose(_paint(zero, prompt=prompt), _paint(base, prompt=prompt), atol=1e-6)
+    assert (_paint(one, prompt=prompt) - _paint(base, prompt=prompt)).abs().max() > 1e-3
+    assert torch.equal(_paint(base), reference)
+
+
+def test_two_lora_models_from_one_base_do_not_interfere():
+    base = _load(SD15)
+    before = {k: v.clone() for k, v in base.pipe.unet.state_dict().items()}
+    prompt = "ohwx person, sks face, x"
+    a, _ = _loras(base, (LORA_KOHYA, 1.0))
+    img_a = _paint(a, prompt=prompt)
+    b, _ = _loras(base, (LORA_PEFT, 1.0))
+    _ = _paint(b, prompt=prompt)
+    assert torch.equal(_paint(a, prompt=prompt), img_a)
+    after = base.pipe.unet.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    # untouched layers are shared with the base, not copied
+    assert a.pipe.unet.conv_in.weight is base.pipe.unet.conv_in.weight
+    assert a.pipe.vae is base.pipe.vae
+
+
+def test_sdxl_kohya_lora_with_ldm_block_names():
+    base = _load(XL)
+    model, trigger = _loras(base, (LORA_XL, 1.0))
+    assert trigger == "ohwx person"
+    changed = [n for n, p in model.pipe.unet.named_parameters()
+               if p is not dict(base.pipe.unet.named_parameters())[n]]
+    assert changed and all("attn" in n for n in changed)
+    assert model.pipe.text_encoder_2.text_model.encoder.layers[0].self_attn.q_proj.weight is not \
+        base.pipe.text_encoder_2.text_model.encoder.layers[0].self_attn.q_proj.weight
+
+
+def test_trigger_words_from_metadata_and_prompt():
+    assert trigger_word({"modelspec.trigger_phrase": "zxc man"}) == "zxc man"
+    assert trigger_word({"ss_tag_frequency": json.dumps({"5_ohwx": {"ohwx": 9, "smile": 2}})}) == "ohwx"
+    assert trigger_word({"ss_tag_frequency": "not json"}) == ""
+    assert with_trigger("a portrait", ["ohwx"]) == "ohwx, a portrait"
+    assert with_trigger("OHWX at work", ["ohwx"]) == "OHWX at work"
+    _, words = _loras(_load(SD15), (LORA_KOHYA, 1.0), (LORA_PEFT, 0.5))
+    assert words == "ohwx person, sks face"
+
+
+def test_wrong_base_lora_gives_clear_error(models_root):
+    with pytest.raises(ImageModelError, match="trained for SDXL but the model is SD 1.5"):
+        _loras(_load(SD15), (LORA_XL, 1.0))
+    with pytest.raises(ImageModelError, match="made for another base model"):
+        _loras(_load(XL), (LORA_PEFT, 1.0))  # no metadata: caught by the layer names/shapes
+
+
+def test_corrupt_and_non_sd_checkpoints_give_clear_errors(models_root):
+    folder = models_root / "checkpoints"
+    (folder / "broken.safetensors").write_bytes((folder / SD15).read_bytes()[:5000])
+    with pytest.raises(ImageModelError, match="not a readable safetensors file"):
+        _load("broken.safetensors")
+    from safetensors.torch import save_file
+    save_file({"conv_first.weight": torch.zeros(2, 3, 3, 3)}, str(folder / "esrgan.safetensors"))
+    with pytest.raises(ImageModelError, match="not a Stable Diffusion 1.5 / SDXL checkpoint"):
+        _load("esrgan.safetensors")
+    with pytest.raises(ImageModelError, match="not found in models/checkpoints"):
+        _load("missing.safetensors")
+
+
+def test_missing_tokenizer_names_where_to_put_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPINBOT_MODELS_DIR", str(tmp_path))
+    with pytest.raises(ImageModelError, match="text_encoders/clip-vit-large-patch14"):
+        ckpt.load_tokenizer(str(tmp_path / "nowhere"))
+    sd_layout.write_tiny_tokenizer(tmp_path / "text_encoders" / "clip-vit-large-patch14")
+    tok = ckpt.load_tokenizer(str(tmp_path / "nowhere"), "tokenizer_2")
+    assert tok.pad_token == "!" and tok.model_max_length == 77
+
+
+def test_cache_and_is_changed_follow_the_file(models_root):
+    first = _load(SD15)
+    assert _load(SD15) is first
+    stamp = N.SpinBotImageModel.IS_CHANGED(checkpoint=SD15, vae="none")
+    path = models_root / "checkpoints" / SD15
+    import os
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert N.SpinBotImageModel.IS_CHANGED(checkpoint=SD15, vae="none") != stamp
+    assert _load(SD15) is not first
+
+
+def test_shipped_configs_are_the_published_sizes():
+    def cfg(*parts):
+        return json.loads((ckpt.os.path.join(ckpt.CONFIGS_DIR, *parts) and
+                           open(ckpt.os.path.join(ckpt.CONFIGS_DIR, *parts))).read())
+    assert cfg("sd15", "unet", "config.json")["block_out_channels"] == [320, 640, 1280, 1280]
+    assert cfg("sdxl_base", "unet", "config.json")["cross_attention_dim"] == 2048
+    assert cfg("sdxl_base", "text_encoder_2", "config.json")["num_hidden_layers"] == 32
+    assert cfg("sdxl_refiner", "unet", "config.json")["projection_class_embeddings_input_dim"] == 2560
