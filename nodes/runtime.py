@@ -111,6 +111,11 @@ def find_model(folder: str, name: str) -> str | None:
     return None
 
 
+def comfyui_root() -> str | None:
+    """ComfyUI's installation folder (for data it bundles, such as tokenizers); None standalone."""
+    return getattr(_folder_paths, "base_path", None) if IN_COMFYUI else None
+
+
 # --------------------------------------------------------------------------- output / temp
 
 def output_dir() -> str:
