@@ -169,6 +169,17 @@ def tiny_identity_loras(folder: Path) -> list[Path]:
             write_tiny_lora(folder / "spinbot-identity-sdxl.safetensors", "sdxl_base", "kohya", "ohwx person", seed=3)]
 
 
+def _load_stage_builders() -> None:
+    # Stages keep their builders beside this file as tests/factory_<stage>.py; importing them
+    # registers their @builder functions.
+    import importlib
+    for path in sorted(Path(__file__).parent.glob("factory_*.py")):
+        importlib.import_module(f"{__package__ or 'tests'}.{path.stem}")
+
+
+_load_stage_builders()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="models root, e.g. ComfyUI/models")
@@ -185,4 +196,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Run through the importable module so stage builders (which import tests.factory) register
+    # into the same BUILDERS this main reads.
+    from tests.factory import main as _main
+    raise SystemExit(_main())

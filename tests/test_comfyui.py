@@ -79,6 +79,44 @@ def test_photo_with_audio_over_http(comfy):
     assert {k: v["inputs"] for k, v in embedded.items()} == {k: v["inputs"] for k, v in workflow.items()}
 
 
+def test_client_uploads_queues_follows_and_downloads(comfy, tmp_path):
+    """nodes/client.py: local files uploaded, inputs overridden by title, MP4 downloaded."""
+    import subprocess
+    import sys
+
+    portrait = tmp_path / "me.png"
+    Image.fromarray(astronaut(64)).save(portrait)
+    voice = tmp_path / "me.wav"
+    if speech_wav(str(voice), "Queued by the SpinBot client.") is None:
+        write_wav(str(voice), tone(1.3, 16000), 16000)
+    out = tmp_path / "renders"
+    run = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "nodes", "client.py"), "photo_with_audio",
+         "--server", comfy.url, "--set", f"Portrait.image={portrait}", "--set", f"Narration.audio={voice}",
+         "--set", "Video Combine.fps=12", "--set", "Video Combine.filename_prefix=SpinBot/client",
+         "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr + comfy.log()
+    assert "running node 3" in run.stderr  # progress came over the websocket
+    paths = run.stdout.split()
+    assert len(paths) == 1 and paths[0].endswith(".mp4") and os.path.dirname(paths[0]) == str(out)
+    p = probe(paths[0])
+    assert (p.width, p.height, round(p.fps)) == (64, 64, 12)
+    assert abs(p.audio_seconds - p.video_seconds) <= 1 / 12
+    assert os.path.exists(os.path.join(comfy.base_dir, "input", "me.png"))
+
+
+def test_client_reports_validation_errors(comfy):
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "nodes", "client.py"), "photo_with_audio",
+         "--server", comfy.url, "--set", "Portrait.image=missing-file.png"],
+        capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert "HTTP 400" in run.stderr and "missing-file.png" in run.stderr, run.stderr
+
+
 def _chromium() -> str | None:
     import shutil
 

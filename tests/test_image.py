@@ -240,3 +240,61 @@ def test_shipped_configs_are_the_published_sizes():
     assert cfg("sdxl_base", "unet", "config.json")["cross_attention_dim"] == 2048
     assert cfg("sdxl_base", "text_encoder_2", "config.json")["num_hidden_layers"] == 32
     assert cfg("sdxl_refiner", "unet", "config.json")["projection_class_embeddings_input_dim"] == 2560
+
+
+def _write_vae(models_root, name: str, nudge: float = 0.0) -> str:
+    """A standalone VAE file in the LDM layout (like vae-ft-mse-840000 or sdxl_vae), cut from the
+    tiny checkpoint's first_stage_model, optionally with a changed output bias."""
+    from safetensors.torch import load_file, save_file
+    sd = load_file(str(models_root / "checkpoints" / SD15))
+    vae = {k[len("first_stage_model."):]: v for k, v in sd.items() if k.startswith("first_stage_model.")}
+    vae["decoder.conv_out.bias"] = vae["decoder.conv_out.bias"] + nudge
+    folder = models_root / "vae"
+    folder.mkdir(exist_ok=True)
+    save_file(vae, str(folder / name))
+    return name
+
+
+def test_separate_vae_replaces_the_checkpoints_own(no_network, models_root):
+    same, nudged = _write_vae(models_root, "same-vae.safetensors"), _write_vae(models_root, "nudged-vae.safetensors", 0.5)
+    assert {same, nudged} <= set(N.SpinBotImageModel.INPUT_TYPES()["required"]["vae"][0])
+    base = _paint(_load(SD15), seed=5)
+    with_same = _paint(N.SpinBotImageModel().load(SD15, same, "auto", "auto")[0], seed=5)
+    with_nudged = N.SpinBotImageModel().load(SD15, nudged, "auto", "auto")[0]
+    assert torch.allclose(base, with_same, atol=1e-6)
+    assert with_nudged.pipe.vae.decoder.conv_out.bias[0].item() == pytest.approx(
+        _load(SD15).pipe.vae.decoder.conv_out.bias[0].item() + 0.5, abs=1e-6)
+    assert (_paint(with_nudged, seed=5) - base).abs().mean() > 0.01
+    with pytest.raises(ImageModelError, match="not a VAE"):
+        (models_root / "vae" / "lora-not-vae.safetensors").write_bytes(
+            (models_root / "loras" / LORA_KOHYA).read_bytes())
+        N.SpinBotImageModel().load(SD15, "lora-not-vae.safetensors", "auto", "auto")
+
+
+def test_diffusers_folder_gives_the_single_file_image(no_network, models_root):
+    single = _load(SD15)
+    folder = models_root / "diffusers" / "tiny-sd15"
+    single.pipe.save_pretrained(str(folder), safe_serialization=True)
+    choices = N.SpinBotImageModel.INPUT_TYPES()["required"]["checkpoint"][0]
+    assert "diffusers/tiny-sd15" in choices
+    from_folder = N.SpinBotImageModel().load("diffusers/tiny-sd15", "none", "auto", "auto")[0]
+    assert from_folder.arch == "sd15"
+    assert torch.allclose(_paint(single, seed=9), _paint(from_folder, seed=9), atol=1e-5)
+    # A separate VAE applies to diffusers folders too.
+    nudged = _write_vae(models_root, "nudged-vae.safetensors", 0.5)
+    with_vae = N.SpinBotImageModel().load("diffusers/tiny-sd15", nudged, "auto", "auto")[0]
+    assert (_paint(with_vae, seed=9) - _paint(from_folder, seed=9)).abs().mean() > 0.01
+    # LoRAs work on folder-loaded models like on single files.
+    lora = _loras(from_folder, (LORA_KOHYA, 1.0))[0]
+    assert not torch.allclose(_paint(lora, seed=9), _paint(from_folder, seed=9))
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableVideoDiffusionPipeline"}))
+    ckpt.clear_cache()
+    with pytest.raises(ImageModelError, match="StableVideoDiffusionPipeline folder; SpinBot loads SD 1.5 and SDXL"):
+        N.SpinBotImageModel().load("diffusers/tiny-sd15", "none", "auto", "auto")
+
+
+def test_half_precision_loads_half_weights(models_root):
+    model = N.SpinBotImageModel().load(SD15, "none", "bf16", "none")[0]
+    assert model.pipe.unet.dtype == torch.bfloat16 and model.pipe.vae.dtype == torch.bfloat16
+    image = _paint(model, seed=2)
+    assert image.dtype == torch.float32 and torch.isfinite(image).all()

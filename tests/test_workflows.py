@@ -98,3 +98,15 @@ def test_photo_with_audio_runs_end_to_end(spinbot_dirs):
     assert abs(p.audio_seconds - p.video_seconds) <= 1 / 25
     assert (p.width, p.height) == (160, 160)
     assert workflow_from(p) == UI
+
+
+def test_workflow_files_are_generated_from_their_source():
+    """UI and API files are both written from tests/workflow_graphs.py, so they cannot drift."""
+    from tests.workflow_build import WORKFLOWS_DIR, all_graphs, rendered
+
+    graphs = all_graphs()
+    assert sorted(f"{g.name}.json" for g in graphs) == names(UI_FILES)
+    for graph in graphs:
+        for rel, text in rendered(graph, DEFS).items():
+            with open(os.path.join(WORKFLOWS_DIR, rel), encoding="utf-8") as f:
+                assert f.read() == text, f"{rel} differs from its source: python -m tests.workflow_build --write"

@@ -40,7 +40,8 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 def definitions(classes: dict[str, type]) -> dict[str, dict]:
     defs = dict(CORE_NODE_DEFS)
     for name, cls in classes.items():
-        defs[name] = {"input": cls.INPUT_TYPES(), "output": tuple(cls.RETURN_TYPES)}
+        defs[name] = {"input": cls.INPUT_TYPES(), "output": tuple(cls.RETURN_TYPES),
+                      "output_name": tuple(getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES)}
     return defs
 
 

@@ -197,7 +197,7 @@ def load_vae(path: str, config_dir: str, dtype: torch.dtype):
         raise ImageModelError(f"VAE {os.path.basename(path)} does not fit this checkpoint: {exc}") from exc
 
 
-def load_diffusers_folder(folder: str, dtype: torch.dtype) -> tuple[Any, str]:
+def load_diffusers_folder(folder: str, dtype: torch.dtype, vae_path: str | None = None) -> tuple[Any, str]:
     import diffusers
 
     index_path = os.path.join(folder, "model_index.json")
@@ -210,6 +210,8 @@ def load_diffusers_folder(folder: str, dtype: torch.dtype) -> tuple[Any, str]:
         raise ImageModelError(f"{os.path.basename(folder)} is a {cls_name or 'unknown'} folder; "
                               "SpinBot loads SD 1.5 and SDXL pipelines.")
     extra = {"safety_checker": None, "requires_safety_checker": False} if arch == "sd15" else {}
+    if vae_path:
+        extra["vae"] = load_vae(vae_path, folder, dtype)
     pipe = getattr(diffusers, cls_name).from_pretrained(folder, local_files_only=True,
                                                         torch_dtype=dtype, **extra)
     return pipe, arch
@@ -263,7 +265,7 @@ def load_image_model(path: str, vae_path: str | None = None, precision: str = "a
             return _cache[key]
     with offline():
         if os.path.isdir(path):
-            pipe, arch = load_diffusers_folder(path, dtype)
+            pipe, arch = load_diffusers_folder(path, dtype, vae_path)
         else:
             pipe, arch = load_single_file(path, dtype, vae_path)
     pipe.set_progress_bar_config(disable=True)

@@ -74,7 +74,11 @@ def make_scheduler(pipe, name: str):
         raise ImageModelError(f"unknown scheduler '{name}'; choose one of {', '.join(SCHEDULERS)}")
     cls_name, extra = SCHEDULERS[name]
     cls = getattr(diffusers, cls_name) if cls_name else type(pipe.scheduler)
-    return cls.from_config(pipe.scheduler.config, **extra)
+    # diffusers lets values a config only inherited (`_use_default_values`) fall back to the new
+    # class's defaults, and save_pretrained writes them out explicitly: without dropping that list
+    # the same model would sample differently from a single file and from a saved folder.
+    config = {k: v for k, v in pipe.scheduler.config.items() if k != "_use_default_values"}
+    return cls.from_config(config, **extra)
 
 
 def _fresh(model: ImageModel, scheduler: str):
