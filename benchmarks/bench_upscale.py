@@ -152,6 +152,11 @@ def child_spandrel(args) -> dict:
 def child_comfyui(args) -> dict:
     path = comfyui_path()
     sys.path.insert(0, path)
+    import torch
+    if not torch.cuda.is_available():
+        # comfy.model_management reads its device from ComfyUI's command-line options on import.
+        import comfy.cli_args
+        comfy.cli_args.args.cpu = True
     import comfy.utils  # noqa: E402  (from the checkout)
     from comfy_extras import nodes_upscale_model as upscale_nodes
     from spandrel import ModelLoader

@@ -298,3 +298,15 @@ def test_half_precision_loads_half_weights(models_root):
     assert model.pipe.unet.dtype == torch.bfloat16 and model.pipe.vae.dtype == torch.bfloat16
     image = _paint(model, seed=2)
     assert image.dtype == torch.float32 and torch.isfinite(image).all()
+
+
+def test_one_image_per_segment_for_story_mode():
+    from spinbot.nodes.script.segments import Segment
+    model = _load(SD15)
+    segments = (Segment(0, "A ship leaves the harbour.", 0.0, 2.0), Segment(1, "The storm comes.", 2.0, 4.5))
+    images = _paint(model, seed=7, segments=segments)
+    assert images.shape == (2, 64, 64, 3)
+    # Segment k is the plain generation of "scene, words" at seed + k.
+    alone = _paint(model, seed=8, prompt="a person on a stage, The storm comes.")
+    assert torch.allclose(images[1:], alone, atol=1e-5)
+    assert N.segment_prompt("  ", "Hi.") == "Hi."

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
+
+import torch
 
 from .. import runtime
+from ..script.segments import SEGMENTS_TYPE
 from .checkpoint import ImageModelError, load_image_model
 from .generate import SCHEDULERS, SIZE_PRESETS, ImageSettings, generate_images, resolve_size
 from .lora import apply_loras
@@ -182,19 +186,33 @@ class SpinBotStageImage:
                 "refiner_split": ("FLOAT", {"default": 0.8, "min": 0.05, "max": 0.95, "step": 0.01,
                                             "tooltip": "Fraction of the noise schedule the base "
                                             "model handles before the refiner takes over."}),
+                "segments": (SEGMENTS_TYPE, {"tooltip": "Story mode: one image (batch_size "
+                             "images) per narration segment, painted from the scene prompt plus "
+                             "the segment's words; segment k uses seed + k x batch_size. Connect "
+                             "the script's or the voice stage's segments."}),
             },
         }
 
     def paint(self, image_model, prompt, negative, size_preset, width, height, steps, cfg,
-              scheduler, seed, batch_size, refiner=None, refiner_split=0.8):
+              scheduler, seed, batch_size, refiner=None, refiner_split=0.8, segments=None):
         width, height = resolve_size(size_preset, image_model.arch, int(width), int(height))
         settings = ImageSettings(prompt=prompt, negative=negative, width=width, height=height,
                                  steps=int(steps), cfg=float(cfg), scheduler=scheduler,
                                  seed=int(seed), batch_size=int(batch_size),
                                  refiner_split=float(refiner_split))
-        images = generate_images(image_model, settings, refiner)
+        if not segments:
+            images = generate_images(image_model, settings, refiner)
+        else:
+            images = torch.cat([generate_images(image_model, replace(
+                settings, prompt=segment_prompt(prompt, seg.text),
+                seed=int(seed) + k * int(batch_size)), refiner) for k, seg in enumerate(segments)])
         runtime.release_memory()
         return (images,)
+
+
+def segment_prompt(scene: str, words: str) -> str:
+    """The scene prompt followed by what the segment says, so each image shows its part."""
+    return ", ".join(p.strip() for p in (scene, words) if p and p.strip())
 
 
 NODE_CLASS_MAPPINGS = {"SpinBotImageModel": SpinBotImageModel,
