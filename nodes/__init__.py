@@ -7,11 +7,15 @@ from __future__ import annotations
 
 from . import runtime
 from .image import nodes_image
+from .lipsync import nodes_lipsync
+from .motion import nodes_motion
 from .script import nodes_script
 from .upscale import nodes_upscale
 from .video import nodes_video
+from .voice import nodes_voice
 
-_NODE_MODULES = (nodes_video, nodes_upscale, nodes_script, nodes_image)
+_NODE_MODULES = (nodes_video, nodes_upscale, nodes_script, nodes_image, nodes_motion, nodes_voice,
+                 nodes_lipsync)
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}

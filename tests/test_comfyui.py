@@ -23,9 +23,12 @@ pytestmark = [pytest.mark.comfyui,
 
 @pytest.fixture(scope="module")
 def comfy(tmp_path_factory):
+    from tests import factory
     from tests.comfyui_server import ComfyUI
 
-    server = ComfyUI(COMFYUI_PATH, str(tmp_path_factory.mktemp("comfy")))
+    base = tmp_path_factory.mktemp("comfy")
+    factory.build(base / "models")  # the tiny model folder, as `python -m tests.factory` installs it
+    server = ComfyUI(COMFYUI_PATH, str(base))
     yield server
     server.stop()
 
@@ -55,7 +58,65 @@ def test_workflows_validate_against_live_object_info(comfy):
 
 def test_workflows_are_listed_as_templates(comfy):
     templates = comfy.get("/workflow_templates")
-    assert "photo_with_audio" in templates.get("ComfyUI-SpinBot", []), templates
+    shipped = sorted(name[:-5] for name in os.listdir(os.path.join(ROOT, "workflows")) if name.endswith(".json"))
+    assert sorted(templates.get("ComfyUI-SpinBot", [])) == shipped, templates
+
+
+def _provide_inputs(comfy, ui: dict) -> None:
+    """The files a UI workflow's LoadImage/LoadAudio widgets name, so their previews load."""
+    inputs = os.path.join(comfy.base_dir, "input")
+    for node in ui["nodes"]:
+        name = (node.get("widgets_values") or [None])[0]
+        if node["type"] == "LoadImage" and not os.path.exists(os.path.join(inputs, name)):
+            Image.fromarray(astronaut(128)).save(os.path.join(inputs, name))
+        elif node["type"] == "LoadAudio" and not os.path.exists(os.path.join(inputs, name)):
+            write_wav(os.path.join(inputs, name), tone(1.0, 24000), 24000)
+
+
+UI_NAMES = sorted(name for name in os.listdir(os.path.join(ROOT, "workflows")) if name.endswith(".json"))
+
+
+@pytest.mark.parametrize("name", UI_NAMES)
+def test_ui_workflow_loads_in_the_browser_without_errors(comfy, name):
+    """Headless Chromium: each drag-and-drop file loads with no missing-node or error dialog, and
+    the frontend keeps every widget value (a widget mismatch would shift or reset them)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if _chromium() is None:
+        pytest.skip("no chromium")
+    ui = load_json(os.path.join(ROOT, "workflows", name))
+    _provide_inputs(comfy, ui)
+    errors: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("response", lambda r: errors.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None)
+            page.goto(comfy.url, wait_until="networkidle")
+            page.wait_for_function("window.app && window.app.graph", timeout=60_000)
+            page.keyboard.press("Escape")
+            page.evaluate("() => document.querySelectorAll('.p-dialog-mask').forEach(e => e.remove())")
+            errors.clear()
+            page.evaluate("wf => window.app.loadGraphData(wf)", ui)
+            page.wait_for_timeout(1500)
+            dialogs = page.evaluate("() => [...document.querySelectorAll('.p-dialog')].map(d => d.innerText)")
+            loaded = page.evaluate("() => window.app.graph.serialize().nodes.map("
+                                   "n => ({id: n.id, type: n.type, widgets_values: n.widgets_values ?? null}))")
+            bad_combos = page.evaluate(
+                "() => window.app.graph._nodes.flatMap(n => (n.widgets || []).filter(w => w.type === 'combo'"
+                " && Array.isArray(w.options?.values) && !w.options.values.includes(w.value))"
+                ".map(w => `node ${n.id} ${w.name}=${w.value}`))")
+        finally:
+            browser.close()
+    assert dialogs == [], dialogs
+    assert bad_combos == [], bad_combos
+    assert [e for e in errors if "favicon" not in e and not e.startswith("Failed to load resource")] == [], errors
+    expected = {n["id"]: (n["type"], n.get("widgets_values")) for n in ui["nodes"]}
+    got = {n["id"]: (n["type"], n["widgets_values"]) for n in loaded}
+    for nid in expected:
+        assert got.get(nid) == expected[nid], f"node {nid}: browser {got.get(nid)} != file {expected[nid]}"
+    assert set(got) == set(expected)
 
 
 def test_photo_with_audio_over_http(comfy):
@@ -152,3 +213,54 @@ def test_web_extension_plays_the_mp4_in_the_node(comfy):
     assert "subfolder=SpinBot" in videos[0]["src"] and "type=output" in videos[0]["src"]
     assert (videos[0]["w"], videos[0]["h"]) == (128, 128)
     assert videos[0]["d"] == pytest.approx(1.2, abs=0.05)
+
+
+def _client_run(comfy, workflow: str, sets: list[str], out, timeout: float = 900):
+    import subprocess
+    import sys
+
+    args = [sys.executable, os.path.join(ROOT, "nodes", "client.py"), workflow, "--server", comfy.url,
+            "--out", str(out), "--quiet"]
+    for s in sets:
+        args += ["--set", s]
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+
+
+def _workflow_sets(name: str, tmp_path, ollama_url: str | None) -> list[str]:
+    from tests.workflow_graphs import REFERENCE_TEXT
+
+    voice = tmp_path / "voice.wav"
+    if speech_wav(str(voice), REFERENCE_TEXT) is None:
+        write_wav(str(voice), tone(3.5, 22050), 22050)
+    sets = [f"Voice reference.audio={voice}", "F5-TTS.nfe_steps=4"]
+    if name == "direct":
+        portrait = tmp_path / "face.png"
+        Image.fromarray(astronaut(128)).save(portrait)
+        return sets + [f"Portrait.image={portrait}", 'Narration.narration="Queued over HTTP. It works."']
+    if name == "guided":
+        return sets + [f"Script.host={json.dumps(ollama_url)}", "Script.target_seconds=5",
+                       'Stage Image.size_preset="custom"', "Stage Image.width=96",
+                       "Stage Image.height=128", "Stage Image.steps=2"]
+    if name == "story":
+        return sets + ['Story Image.size_preset="custom"', "Story Image.width=64", "Story Image.height=64",
+                       "Story Image.steps=2", "SVD.width=64", "SVD.height=64", "SVD.steps=2", "SVD.frames=4"]
+    raise KeyError(name)
+
+
+@pytest.mark.parametrize("name", [n[:-5] for n in UI_NAMES if n != "photo_with_audio.json"])
+def test_shipped_workflow_renders_through_the_client(comfy, tmp_path, name):
+    """Each API workflow, queued by the pack's client on the tiny model folder, gives an MP4 that
+    decodes with audio and subtitles as long as the video."""
+    from tests.fake_ollama import FakeOllama
+
+    reply = json.dumps({"stage": "a bright studio, a person looking at the camera",
+                        "narrative": "Hello from the guided workflow. Thanks for watching."})
+    with FakeOllama(replies=[reply]) as ollama:
+        run = _client_run(comfy, name, _workflow_sets(name, tmp_path, ollama.url), tmp_path / "renders")
+    assert run.returncode == 0, run.stderr + comfy.log()
+    paths = run.stdout.split()
+    assert len(paths) == 1 and paths[0].endswith(".mp4"), run.stdout
+    p = probe(paths[0])
+    assert p.video_frames > 0 and p.audio_seconds is not None and p.subtitles
+    assert abs(p.audio_seconds - p.video_seconds) <= 1 / p.fps
+    assert p.subtitles[-1][1] <= p.video_seconds + 1 / p.fps

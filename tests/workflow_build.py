@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests._pack import ROOT, load_pack
-from tests.workflow_tools import UI_ONLY_NODES, _inputs, _is_widget, definitions
+from tests.workflow_tools import UI_ONLY_NODES, _inputs, _is_widget, definitions, has_seed_control
 
 WORKFLOWS_DIR = os.path.join(ROOT, "workflows")
 # Values the frontend stores after an upload widget (LoadImage: the upload type; LoadAudio: the
@@ -57,10 +57,6 @@ def note(node_id: int, text: str, pos: tuple[int, int], size: tuple[int, int] = 
     return Node(node_id, "Note", "Read me", pos, size, {"text": text})
 
 
-def _seed_like(name: str, spec_type: Any, options: dict) -> bool:
-    return bool(options.get("control_after_generate")) or (spec_type == "INT" and name in ("seed", "noise_seed"))
-
-
 def _default(spec_type: Any, options: dict) -> Any:
     if "default" in options:
         return options["default"]
@@ -84,10 +80,10 @@ def _widget_values(node: Node, defs: dict) -> list[tuple[str, Any, bool]]:
                 value = node.widgets[name] if name in node.widgets else _default(spec_type, options)
             except KeyError as exc:
                 raise KeyError(f"{node.type} (node {node.id}) widget '{name}': {exc}") from None
-            out.append((name, value, _seed_like(name, spec_type, options)))
+            out.append((name, value, has_seed_control(name, spec_type, options)))
         elif _is_widget(spec_type, options):
             out.append((name, node.widgets.get(name, _default(spec_type, options)),
-                        _seed_like(name, spec_type, options)))
+                        has_seed_control(name, spec_type, options)))
     return out
 
 

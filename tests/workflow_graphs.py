@@ -24,4 +24,108 @@ def photo_with_audio() -> Graph:
         Group("Output", (400, 10, 420, 900), C["output"])])
 
 
-GRAPHS = [photo_with_audio]
+F5_MODEL = "F5TTS_v1_Base/model_1250000.safetensors"
+VOCODER = "vocos-mel-24khz"
+WAV2LIP = "wav2lip_gan.pth"
+DETECTOR = "buffalo_l"
+UPSCALER = "realesr-general-x4v3.pth"
+REFERENCE_TEXT = "Some call me nature, others call me mother nature."
+
+VOICE_NOTE = ("Voice reference: 5-12 s of your own clean speech (LoadAudio), and its exact words in "
+              "Voice Profile's reference_text. Give the profile a name to save it to "
+              "models/spinbot_voices and pick it later from load_profile instead.")
+MODELS_DIRECT = ("Model files (python install.py --models direct):\n"
+                 f"- models/tts/{F5_MODEL} + vocab.txt, models/tts/{VOCODER}/\n"
+                 f"- models/lipsync/{WAV2LIP}\n"
+                 f"- models/insightface/models/{DETECTOR}/ (face detector)\n"
+                 f"- models/upscale_models/{UPSCALER}")
+
+
+def _voice_nodes(first_id: int, x: int, y: int, text_link: tuple[int, int]) -> list[Node]:
+    """LoadAudio -> Voice Profile -> F5-TTS, ids first_id..first_id+2."""
+    a, v, t = first_id, first_id + 1, first_id + 2
+    return [
+        Node(a, "LoadAudio", "Voice reference", (x, y), (320, 140), {"audio": "voice_reference.wav"}),
+        Node(v, "SpinBotVoiceProfile", "Voice Profile", (x, y + 180), (320, 260),
+             {"reference_text": REFERENCE_TEXT, "save": False}, {"audio": (a, 0)}),
+        Node(t, "SpinBotF5TTS", "F5-TTS", (x + 360, y), (340, 420),
+             {"model": F5_MODEL, "vocoder": VOCODER}, {"voice": (v, 0), "text": text_link}),
+    ]
+
+
+def _talking_head_nodes(first_id: int, x: int, image: tuple[int, int], speech: tuple[int, int],
+                        segments: tuple[int, int], prefix: str) -> list[Node]:
+    """Wav2Lip -> Upscale, Subtitles -> Video Combine, ids first_id..first_id+3."""
+    w, u, s, c = first_id, first_id + 1, first_id + 2, first_id + 3
+    return [
+        Node(w, "SpinBotWav2Lip", "Wav2Lip", (x, 80), (360, 560),
+             {"model_name": WAV2LIP, "face_detector": DETECTOR}, {"image": image, "audio": speech}),
+        Node(u, "SpinBotUpscale", "Upscale", (x + 400, 80), (340, 260),
+             {"model_name": UPSCALER, "target_scale": 2.0}, {"video": (w, 0)}),
+        Node(s, "SpinBotSubtitles", "Subtitles", (x + 400, 400), (340, 160), {}, {"segments": segments}),
+        Node(c, "SpinBotVideoCombine", "Video Combine", (x + 780, 80), (380, 620),
+             {"filename_prefix": prefix}, {"video": (u, 1), "subtitles": (s, 0)}),
+    ]
+
+
+def direct() -> Graph:
+    """Your words, your portrait, your voice: no LLM and no diffusion model."""
+    nodes = [
+        Node(1, "LoadImage", "Portrait", (40, 80), (320, 360), {"image": "portrait.png"}),
+        Node(2, "SpinBotDirectScript", "Narration", (40, 500), (320, 260),
+             {"narration": "Hello! I am your SpinBot avatar. I say exactly what you type here, "
+                           "in your own voice."}),
+        *_voice_nodes(3, 400, 80, (2, 1)),
+        *_talking_head_nodes(6, 1140, (1, 0), (5, 0), (5, 1), "SpinBot/direct"),
+        note(10, "Direct mode: your text, your portrait, your voice -> a talking video.\n\n"
+                 "1. Portrait: a photo with one clearly visible face.\n"
+                 "2. Narration: what the avatar says (split into sentences for timing).\n"
+                 f"3. {VOICE_NOTE}\n"
+                 "4. Wav2Lip animates the mouth, Upscale doubles the size, Video Combine writes "
+                 "output/SpinBot/direct_00001_.mp4 with subtitles.\n\n" + MODELS_DIRECT,
+             (40, 820), (700, 360)),
+    ]
+    return Graph("direct", nodes, [
+        Group("Inputs", (20, 10, 360, 780), C["inputs"]),
+        Group("Voice", (380, 10, 740, 560), C["voice"]),
+        Group("Lip sync", (1120, 10, 400, 660), C["lipsync"]),
+        Group("Upscale and output", (1520, 10, 800, 740), C["output"]),
+    ])
+
+
+def guided() -> Graph:
+    """A topic becomes a script, a stage image with your identity, your voice and a talking video."""
+    nodes = [
+        Node(1, "SpinBotScriptOllama", "Script", (40, 80), (360, 520),
+             {"topic": "Three small habits that make mornings easier", "target_seconds": 20.0},
+             {"trigger_word": (3, 1)}),
+        Node(2, "SpinBotImageModel", "Image Model", (440, 80), (340, 180),
+             {"checkpoint": "v1-5-pruned-emaonly.safetensors"}),
+        Node(3, "SpinBotIdentityLoRA", "Identity LoRA", (440, 300), (340, 260), {}, {"image_model": (2, 0)}),
+        Node(4, "SpinBotStageImage", "Stage Image", (820, 80), (360, 560),
+             {"size_preset": "portrait 9:16"},
+             {"image_model": (3, 0), "prompt": (1, 0)}),
+        *_voice_nodes(5, 440, 700, (1, 1)),
+        *_talking_head_nodes(8, 1220, (4, 0), (7, 0), (7, 1), "SpinBot/guided"),
+        note(12, "Guided mode: a topic -> script (Ollama) -> stage image with your identity LoRA and "
+                 "speech in your voice -> talking video.\n\n"
+                 "1. Script: the topic; Ollama must run (ollama serve; ollama pull qwen2.5:7b). "
+                 "It writes the stage (image prompt) and the narrative (spoken words).\n"
+                 "2. Identity LoRA: pick your LoRA from models/loras (its trigger word goes into "
+                 "the stage prompt); 'none' uses the base model only.\n"
+                 f"3. {VOICE_NOTE}\n"
+                 "4. Wav2Lip animates the face of the stage image; Video Combine writes "
+                 "output/SpinBot/guided_00001_.mp4 with subtitles.\n\n"
+                 "Model files: python install.py --models guided (SD 1.5 in models/checkpoints "
+                 "plus the direct-mode models).", (40, 640), (360, 520)),
+    ]
+    return Graph("guided", nodes, [
+        Group("Script", (20, 10, 400, 600), C["script"]),
+        Group("Stage image", (420, 10, 780, 640), C["image"]),
+        Group("Voice", (420, 630, 740, 560), C["voice"]),
+        Group("Lip sync", (1200, 10, 400, 660), C["lipsync"]),
+        Group("Upscale and output", (1600, 10, 800, 740), C["output"]),
+    ])
+
+
+GRAPHS = [photo_with_audio, direct, guided]

@@ -55,6 +55,14 @@ def _inputs(defn: dict) -> "OrderedDict[str, tuple[str, tuple, dict]]":
     return out
 
 
+def has_seed_control(name: str, spec_type: Any, options: dict) -> bool:
+    """Whether the frontend stores a "control after generate" value after this widget: it adds
+    one after INT seeds unless the node says otherwise."""
+    if "control_after_generate" in options:
+        return bool(options["control_after_generate"])
+    return spec_type == "INT" and name in ("seed", "noise_seed")
+
+
 def _is_widget(spec_type: Any, options: dict) -> bool:
     if options.get("forceInput"):
         return False
@@ -177,7 +185,7 @@ def validate_ui(workflow: dict, defs: dict[str, dict]) -> None:
             if name not in linked:
                 _check_value(f"{label} widget '{name}'", spec_type, options, values[pos])
             pos += 1
-            if options.get("control_after_generate") or (spec_type == "INT" and name in ("seed", "noise_seed")):
+            if has_seed_control(name, spec_type, options):
                 pos += 1  # the frontend stores "fixed/increment/randomize" after a seed
         if len(values) > pos + extra_upload:
             raise WorkflowError(f"{label}: {len(values)} widget values for {pos} widgets")
@@ -196,7 +204,7 @@ def ui_to_api_shape(workflow: dict, defs: dict[str, dict]) -> dict:
         for name, (_s, t, o) in specs.items():
             if _is_widget(t, o):
                 inputs[name] = values[pos]
-                pos += 2 if (o.get("control_after_generate") or (t == "INT" and name in ("seed", "noise_seed"))) else 1
+                pos += 2 if has_seed_control(name, t, o) else 1
         for inp in node.get("inputs") or []:
             if inp.get("link") is not None:
                 link = links[inp["link"]]

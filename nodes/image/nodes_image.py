@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import torch
 
-from .. import runtime
+from .. import manifest, runtime
 from ..script.segments import SEGMENTS_TYPE
 from .checkpoint import ImageModelError, load_image_model
 from .generate import SCHEDULERS, SIZE_PRESETS, ImageSettings, generate_images, resolve_size
@@ -22,7 +22,10 @@ LORA_SLOTS = 3
 def _checkpoint_choices() -> list[str]:
     files = runtime.list_models("checkpoints", suffixes=[".safetensors"])
     folders = [DIFFUSERS_PREFIX + d for d in runtime.list_models("diffusers", dirs=True)]
-    return files + folders or ["sd_xl_base_1.0.safetensors"]
+    # An empty dropdown cannot be saved in a workflow: offer the manifest's file names, whose
+    # absence then gives an error saying where to put them and where to get them.
+    return files + folders or [m.path for m in manifest.models()
+                               if m.folder == "checkpoints" and m.stage == "image"]
 
 
 def _model_path(name: str) -> str:

@@ -1,0 +1,1 @@
+"""Lip-sync stage: Wav2Lip on detected face crops, pasted back into the frames."""

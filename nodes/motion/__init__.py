@@ -1,0 +1,1 @@
+"""Motion stage: Stable Video Diffusion (SVD / SVD-XT) from ComfyUI checkpoints with diffusers."""
