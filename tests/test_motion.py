@@ -393,3 +393,15 @@ def test_without_its_own_config_the_shipped_full_size_config_is_used(tiny, tmp_p
     assert ckpt.config_folder(str(path), "svd_xt") == os.path.join(ckpt.CONFIGS_DIR, "svd_xt")
     with pytest.raises(MotionModelError, match="do not fit its config.*svd_xt_1_1.config"):
         ckpt.load_motion_model(str(path))
+
+
+def test_factory_registers_the_tiny_svd_and_clip_vision(tmp_path):
+    from tests import factory
+    from tests.factory_motion import tiny_clip_vision_h, tiny_svd_xt
+
+    assert tiny_svd_xt in factory.BUILDERS["checkpoints"]
+    assert tiny_clip_vision_h in factory.BUILDERS["clip_vision"]
+    written = factory.build(tmp_path, only=["clip_vision"])
+    assert [p.name for p in written] == ["clip_vision_h.safetensors"]
+    encoder = ckpt.load_clip_vision(str(written[0]), str(layout.CONFIGS / "svd_xt"), torch.float32)
+    assert encoder.config.num_hidden_layers == 32  # full-size config: tiny weights do not fit
