@@ -310,3 +310,182 @@ def test_one_image_per_segment_for_story_mode():
     alone = _paint(model, seed=8, prompt="a person on a stage, The storm comes.")
     assert torch.allclose(images[1:], alone, atol=1e-5)
     assert N.segment_prompt("  ", "Hi.") == "Hi."
+
+
+# ----------------------------------------------------------------------------- placement policy
+
+GIB = 1 << 30
+
+
+def _published_sizes(arch: str) -> dict[str, int]:
+    """Parameter counts of the full-size models built from the shipped configs (on the meta
+    device: no memory, no weights)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    folder = ckpt.os.path.join(ckpt.CONFIGS_DIR, arch)
+    counts = {}
+    with torch.device("meta"):
+        for sub, build in (("unet", UNet2DConditionModel.from_config),
+                           ("vae", AutoencoderKL.from_config),
+                           ("text_encoder", lambda c: CLIPTextModel(CLIPTextConfig(**c))),
+                           ("text_encoder_2", lambda c: CLIPTextModelWithProjection(CLIPTextConfig(**c)))):
+            path = ckpt.os.path.join(folder, sub, "config.json")
+            if ckpt.os.path.isfile(path):
+                config = {k: v for k, v in json.load(open(path)).items()
+                          if k not in ("architectures", "_name_or_path")}
+                counts[sub] = sum(p.numel() for p in build(config).parameters())
+    return counts
+
+
+def test_full_size_configs_have_the_published_parameter_counts():
+    # Published counts: SD 1.5 UNet 859.52 M, SDXL UNet 2.567 B, KL VAE 83.65 M, CLIP ViT-L/14
+    # text 123.06 M, OpenCLIP ViT-bigG/14 text + projection 694.66 M.
+    sd15, xl, refiner = (_published_sizes(a) for a in ("sd15", "sdxl_base", "sdxl_refiner"))
+    assert sd15 == {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_480}
+    assert xl == {"unet": 2_567_463_684, "vae": 83_653_863, "text_encoder": 123_060_480,
+                  "text_encoder_2": 694_659_840}
+    assert set(refiner) == {"unet", "vae", "text_encoder_2"}
+    assert refiner["text_encoder_2"] == 694_659_840 and refiner["vae"] == 83_653_863
+
+
+# The UNet/VAE sections of the original release configs (CompVis v1-inference.yaml, Stability's
+# sgm sd_xl_base.yaml / sd_xl_refiner.yaml), which diffusers' own single-file code converts.
+_LDM_UNET = {
+    "sd15": dict(in_channels=4, model_channels=320, attention_resolutions=[4, 2, 1],
+                 num_res_blocks=2, channel_mult=[1, 2, 4, 4], num_heads=8, transformer_depth=1,
+                 context_dim=768, use_linear_in_transformer=False),
+    "sdxl_base": dict(adm_in_channels=2816, num_classes="sequential", in_channels=4,
+                      model_channels=320, attention_resolutions=[4, 2], num_res_blocks=2,
+                      channel_mult=[1, 2, 4], num_head_channels=64, transformer_depth=[1, 2, 10],
+                      context_dim=2048, use_linear_in_transformer=True),
+    "sdxl_refiner": dict(adm_in_channels=2560, num_classes="sequential", in_channels=4,
+                         model_channels=384, attention_resolutions=[4, 2], num_res_blocks=2,
+                         channel_mult=[1, 2, 4, 4], num_head_channels=64, transformer_depth=4,
+                         context_dim=1280, use_linear_in_transformer=True),
+}
+_LDM_SCALE = {"sd15": (0.18215, 512), "sdxl_base": (0.13025, 1024), "sdxl_refiner": (0.13025, 1024)}
+
+
+@pytest.mark.parametrize("arch", list(_LDM_UNET))
+def test_shipped_configs_match_diffusers_conversion_of_the_release_yaml(arch):
+    from diffusers.loaders import single_file_utils as sfu
+    scale, size = _LDM_SCALE[arch]
+    ddconfig = dict(double_z=True, z_channels=4, resolution=256, in_channels=3, out_ch=3, ch=128,
+                    ch_mult=[1, 2, 4, 4], num_res_blocks=2, attn_resolutions=[], dropout=0.0)
+    original = {"model": {"params": {"scale_factor": scale,
+                                     "unet_config": {"params": _LDM_UNET[arch]},
+                                     "first_stage_config": {"params": {"embed_dim": 4,
+                                                                       "ddconfig": ddconfig}}}}}
+    folder = ckpt.os.path.join(ckpt.CONFIGS_DIR, arch)
+    shipped_unet = json.load(open(ckpt.os.path.join(folder, "unet", "config.json")))
+    shipped_vae = json.load(open(ckpt.os.path.join(folder, "vae", "config.json")))
+    unet = sfu.create_unet_diffusers_config_from_ldm(original, {}, image_size=size)
+    vae = sfu.create_vae_diffusers_config_from_ldm(original, {}, image_size=size)
+    for key, value in unet.items():
+        if value is None or key == "class_embed_type":
+            assert shipped_unet.get(key) is None, key
+        elif key == "transformer_layers_per_block" and isinstance(value, int):
+            assert shipped_unet[key] in (value, [value] * len(shipped_unet["block_out_channels"]))
+        else:
+            assert shipped_unet[key] == (list(value) if isinstance(value, tuple) else value), key
+    for key, value in vae.items():
+        assert shipped_vae.get(key, 0.18215 if key == "scaling_factor" else None) == (
+            list(value) if isinstance(value, tuple) else value), key
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """A CUDA device with a settable amount of free memory, without CUDA."""
+    from spinbot.nodes import runtime
+    state = {"free": 24 * GIB, "bf16": False, "made_room": []}
+    monkeypatch.setattr(runtime, "torch_device", lambda: torch.device("cuda"))
+    monkeypatch.setattr(runtime, "free_memory_bytes", lambda device=None: state["free"])
+    monkeypatch.setattr(runtime, "make_room", lambda n, device=None: state["made_room"].append(n))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: state["bf16"])
+    return state
+
+
+def test_precision_policy(fake_gpu):
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert ckpt.choose_dtype(cuda) == torch.float16
+    fake_gpu["bf16"] = True
+    assert ckpt.choose_dtype(cuda, "auto") == torch.bfloat16
+    assert ckpt.choose_dtype(cuda, "fp16") == torch.float16
+    assert ckpt.choose_dtype(cpu, "auto") == torch.float32
+    assert ckpt.choose_dtype(cpu, "bf16") == torch.bfloat16
+    with pytest.raises(ImageModelError, match="unknown precision"):
+        ckpt.choose_dtype(cpu, "fp8")
+
+
+def test_offload_policy_follows_free_vram(fake_gpu):
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    sd15 = sum(_published_sizes("sd15").values()) * 2          # fp16 bytes, about 2.1 GB
+    sdxl = sum(_published_sizes("sdxl_base").values()) * 2     # about 6.9 GB
+    fake_gpu["free"] = 24 * GIB
+    assert not ckpt.choose_offload(cuda, sdxl, "auto")
+    assert fake_gpu["made_room"][-1] >= sdxl  # ComfyUI was asked to unload its models first
+    fake_gpu["free"] = 6 * GIB
+    assert ckpt.choose_offload(cuda, sdxl, "auto")
+    assert not ckpt.choose_offload(cuda, sd15, "auto")
+    assert not ckpt.choose_offload(cuda, sdxl, "none")
+    fake_gpu["free"] = 3 * GIB
+    assert ckpt.choose_offload(cuda, sd15, "auto")
+    assert ckpt.choose_offload(cuda, 1, "model_cpu_offload")
+    fake_gpu["free"] = 1
+    assert not ckpt.choose_offload(cpu, sdxl, "auto")  # the weights are in RAM anyway
+
+
+@pytest.mark.parametrize("free,bf16,dtype,offloaded", [(24 * GIB, False, torch.float16, False),
+                                                       (24 * GIB, True, torch.bfloat16, False),
+                                                       (1, False, torch.float16, True)])
+def test_loader_places_components_by_policy(fake_gpu, monkeypatch, free, bf16, dtype, offloaded):
+    fake_gpu.update(free=free, bf16=bf16)
+    placed = []
+    monkeypatch.setattr(ckpt, "place_pipeline", lambda pipe, device, offload: placed.append(
+        (str(device), offload)))
+    ckpt.clear_cache()
+    try:
+        model = _load(XL)
+        assert placed == [("cuda", offloaded)]
+        assert model.offloaded is offloaded and model.device == "cuda"
+        for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+            assert getattr(model.pipe, name).dtype == dtype, name
+    finally:
+        ckpt.clear_cache()
+
+
+def test_lora_on_an_offloaded_base(monkeypatch):
+    """Offload on the CPU (explicit model_cpu_offload) runs the real accelerate hook path."""
+    plain = N.SpinBotImageModel().load(SD15, "none", "auto", "none")[0]
+    base = N.SpinBotImageModel().load(SD15, "none", "auto", "model_cpu_offload")[0]
+    assert base.offloaded and not plain.offloaded and base.pipe is not plain.pipe
+    parts = {n: m for n, m in base.pipe.components.items() if isinstance(m, torch.nn.Module)}
+    assert all(hasattr(m, "_hf_hook") for m in parts.values())
+    weights = {k: v.clone() for k, v in base.pipe.unet.state_dict().items()}
+    hooks = {n: m._hf_hook for n, m in parts.items()}
+    prompt = "ohwx person, sks face, a person on a stage"
+    base_image = _paint(base, prompt=prompt)
+    assert torch.allclose(base_image, _paint(plain, prompt=prompt), atol=1e-6)
+
+    hooks = {n: m._hf_hook for n, m in parts.items()}
+    lora, trigger = _loras(base, (LORA_KOHYA, 1.0), (LORA_PEFT, 0.7))
+    assert trigger == "ohwx person, sks face" and lora.offloaded
+    # The base keeps its own hooks, chained through its own parts.
+    assert {n: m._hf_hook for n, m in parts.items()} == hooks
+    assert base.pipe.unet._hf_hook.prev_module_hook.model is base.pipe.text_encoder
+    # The copy has hooks of its own over its own parts; unpatched weights are shared, not copied.
+    copy_parts = {n: m for n, m in lora.pipe.components.items() if isinstance(m, torch.nn.Module)}
+    for name, part in copy_parts.items():
+        assert part is not parts[name] and part._hf_hook is not hooks[name], name
+    assert lora.pipe.unet._hf_hook.prev_module_hook.model is lora.pipe.text_encoder
+    assert lora.pipe.vae.decoder.conv_out.weight is base.pipe.vae.decoder.conv_out.weight
+    assert lora.pipe.unet.conv_in.weight is base.pipe.unet.conv_in.weight
+
+    same_on_plain = _loras(plain, (LORA_KOHYA, 1.0), (LORA_PEFT, 0.7))[0]
+    lora_image = _paint(lora, prompt=prompt)
+    assert torch.allclose(lora_image, _paint(same_on_plain, prompt=prompt), atol=1e-6)
+    assert (lora_image - base_image).abs().max() > 1e-3
+    assert torch.equal(_paint(base, prompt=prompt), base_image)
+    after = base.pipe.unet.state_dict()
+    assert all(torch.equal(weights[k], after[k]) for k in weights)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from spinbot.nodes import runtime
-from spinbot.nodes.media import images_to_uint8, make_audio
+from spinbot.nodes.media import MediaError, images_to_uint8, make_audio
 from spinbot.nodes.motion import checkpoint as ckpt
 from spinbot.nodes.motion import generate as gen
 from spinbot.nodes.motion import nodes_motion as N
@@ -305,6 +305,27 @@ def test_node_covers_audio_and_segments_and_carries_them(model, monkeypatch):
     assert len(rec.images) == 3
 
 
+def test_one_image_per_segment_starts_each_segment_at_its_start(model):
+    """A story: image k starts the clips of segment k, cut on the frame where the segment starts."""
+    rec = Recorder(model.pipe)
+    images = torch.cat([_image(4), _image(5)])
+    segments = [Segment(0, "One.", 0.0, 0.5).to_dict(), Segment(1, "Two, longer.", 0.5, 1.2).to_dict()]
+    video = gen.animate(replace(model, pipe=rec), images, _settings(), duration=1.2, segments=segments)
+    frames = video.read()
+    assert video.frame_count == 10  # ceil(1.2 x 8); the cut is at round(0.5 x 8) = 4
+    firsts = gen.images_to_uint8(gen.fit_image(images, 64, 64))
+    # scene 1: one 4-frame clip from image 1; scene 2: 6 frames, two clips, the first from image 2
+    assert len(rec.images) == 3
+    np.testing.assert_array_equal(rec.images[0], firsts[0])
+    np.testing.assert_array_equal(rec.images[1], firsts[1])
+    np.testing.assert_array_equal(frames[:4], rec.outputs[0])
+    np.testing.assert_array_equal(frames[4:8], rec.outputs[1])  # a cut: no fade from scene 1
+    np.testing.assert_array_equal(rec.images[2], frames[7])
+    assert gen.scene_frames(10, 8.0, segments, 2) == [4, 6]
+    with pytest.raises(MediaError, match="3 images for 2 segments"):
+        gen.animate(model, torch.cat([images, _image(6)]), _settings(), duration=1.2, segments=segments)
+
+
 def test_same_seed_same_clip_other_seed_differs(model):
     first = gen.images_to_uint8(gen.fit_image(_image(2), 64, 64))[0]
     settings = _settings()
@@ -403,5 +424,9 @@ def test_factory_registers_the_tiny_svd_and_clip_vision(tmp_path):
     assert tiny_clip_vision_h in factory.BUILDERS["clip_vision"]
     written = factory.build(tmp_path, only=["clip_vision"])
     assert [p.name for p in written] == ["clip_vision_h.safetensors"]
-    encoder = ckpt.load_clip_vision(str(written[0]), str(layout.CONFIGS / "svd_xt"), torch.float32)
-    assert encoder.config.num_hidden_layers == 32  # full-size config: tiny weights do not fit
+    layout.write_tiny_config("svd_xt", tmp_path / "cfg")
+    encoder = ckpt.load_clip_vision(str(written[0]), str(tmp_path / "cfg"), torch.float16)
+    assert encoder.dtype == torch.float16
+    assert encoder.config.num_hidden_layers == layout.TINY_IMAGE_ENCODER["num_hidden_layers"]
+    with pytest.raises(MotionModelError, match="image encoder weight .*layers.2.* is missing"):
+        ckpt.load_clip_vision(str(written[0]), str(layout.CONFIGS / "svd_xt"), torch.float32)

@@ -123,3 +123,18 @@ def test_main_job_lists_missing_models_and_renders_on_tiny_ones(tmp_path, capsys
     assert path.startswith(str(tmp_path / "out")) and path.endswith(".mp4")
     p = probe(path)
     assert p.video_frames > 0 and p.subtitles and abs(p.audio_seconds - p.video_seconds) <= 1 / p.fps
+
+
+def test_story_workflow_runs_end_to_end(inputs):
+    text = "A keeper lit the lamp. Far away, a boat turned home."
+    results, path = run("story", [
+        f"Story.narration={json.dumps(text)}", *FAST_VOICE,
+        'Story Image.size_preset="custom"', "Story Image.width=64", "Story Image.height=64",
+        "Story Image.steps=2", "SVD.width=64", "SVD.height=64", "SVD.steps=2", "SVD.frames=4"])
+    speech, segments = out(results, "4")[0], out(results, "4")[1]
+    assert len(segments) == 2
+    assert out(results, "7")[0].shape == (2, 64, 64, 3)  # one scene per sentence
+    video = out(results, "9")[0]
+    assert video.frame_count == math.ceil(segments[-1].end * 8 - 1e-6)
+    check_streams(path, speech["waveform"].shape[-1] / speech["sample_rate"])
+    assert (probe(path).width, probe(path).height) == (64, 64)

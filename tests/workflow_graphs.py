@@ -128,4 +128,50 @@ def guided() -> Graph:
     ])
 
 
-GRAPHS = [photo_with_audio, direct, guided]
+def story() -> Graph:
+    """A faceless narrated story: one SDXL scene per sentence, animated with SVD while it is spoken."""
+    nodes = [
+        Node(1, "SpinBotDirectScript", "Story", (40, 80), (360, 360),
+             {"narration": "The lighthouse keeper climbed the stairs one last time. Below him, the "
+                           "sea was calm and silver. He lit the lamp, and far away a small boat "
+                           "turned towards home.",
+              "scene_prompt": "cinematic film still, an old lighthouse on a rocky coast at dusk, "
+                              "soft light, highly detailed"}),
+        *_voice_nodes(2, 40, 500, (1, 1)),
+        Node(5, "SpinBotImageModel", "SDXL Base", (820, 80), (340, 180),
+             {"checkpoint": "sd_xl_base_1.0.safetensors"}),
+        Node(6, "SpinBotImageModel", "SDXL Refiner", (820, 300), (340, 180),
+             {"checkpoint": "sd_xl_refiner_1.0.safetensors"}),
+        Node(7, "SpinBotStageImage", "Story Image", (1200, 80), (360, 600),
+             {"size_preset": "landscape 16:9", "steps": 30},
+             {"image_model": (5, 0), "refiner": (6, 0), "prompt": (1, 0), "segments": (4, 1)}),
+        Node(8, "SpinBotSVDModel", "SVD Model", (1600, 80), (340, 200), {"checkpoint": "svd_xt.safetensors"}),
+        Node(9, "SpinBotSVD", "SVD", (1600, 320), (360, 640),
+             {"width": 1024, "height": 576},
+             {"svd_model": (8, 0), "image": (7, 0), "segments": (4, 1), "audio": (4, 0)}),
+        Node(10, "SpinBotSubtitles", "Subtitles", (2000, 560), (340, 160), {}, {"segments": (4, 1)}),
+        Node(11, "SpinBotVideoCombine", "Video Combine", (2000, 80), (380, 460),
+             {"filename_prefix": "SpinBot/story", "crf": 16, "preset": "slow"},
+             {"video": (9, 0), "subtitles": (10, 0)}),
+        note(12, "Story mode: a faceless narrated video.\n\n"
+                 "1. Story: the narration, split into sentences; the scene prompt sets the look "
+                 "(each sentence's words are added to it, one image per sentence).\n"
+                 f"2. {VOICE_NOTE}\n"
+                 "3. SDXL base + refiner paint one scene per sentence; SVD animates each scene "
+                 "while its sentence is spoken (clips chained to cover it).\n"
+                 "4. Video Combine writes output/SpinBot/story_00001_.mp4 (crf 16) with the "
+                 "narration and subtitles.\n\n"
+                 "Model files (python install.py --models story): models/checkpoints/"
+                 "sd_xl_base_1.0.safetensors, sd_xl_refiner_1.0.safetensors, svd_xt.safetensors, "
+                 f"models/tts/{F5_MODEL} + vocab.txt, models/tts/{VOCODER}/.", (40, 1000), (700, 360)),
+    ]
+    return Graph("story", nodes, [
+        Group("Story", (20, 10, 400, 460), C["script"]),
+        Group("Voice", (20, 430, 740, 560), C["voice"]),
+        Group("Scenes", (800, 10, 780, 700), C["image"]),
+        Group("Motion", (1580, 10, 400, 980), C["motion"]),
+        Group("Output", (1980, 10, 420, 740), C["output"]),
+    ])
+
+
+GRAPHS = [photo_with_audio, direct, guided, story]

@@ -42,7 +42,8 @@ class ImageModel:
     name: str
     trigger_words: tuple[str, ...] = ()
     loras: tuple[tuple[str, float], ...] = ()
-    offloaded: bool = False
+    offloaded: bool = False        # model CPU offload hooks move each part to `device` in turn
+    device: str = "cpu"
     extra: dict = field(default_factory=dict, compare=False)
 
     def with_pipe(self, pipe: Any, **changes) -> "ImageModel":
@@ -236,28 +237,59 @@ def _stamp(path: str | None) -> tuple:
     return (path, st.st_size, st.st_mtime_ns)
 
 
-def place_pipeline(pipe: Any, device: torch.device, offload: str) -> bool:
-    """Move to the device, or use model CPU offload when VRAM is short (or asked for)."""
-    if device.type == "cpu":
-        pipe.to(device)
-        return False
-    size = sum(p.numel() * p.element_size() for m in pipe.components.values()
+def choose_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
+    """fp32 / fp16 / bf16 when asked; auto is the runtime's choice: bf16 on GPUs that have it
+    (no fp16 overflow in the SDXL VAE), else fp16 on GPUs and MPS, fp32 on CPU."""
+    named = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if precision not in named and precision != "auto":
+        raise ImageModelError(f"unknown precision '{precision}'; choose auto, fp32, fp16 or bf16.")
+    return named.get(precision) or runtime.torch_dtype(device)
+
+
+def model_bytes(pipe: Any) -> int:
+    return sum(p.numel() * p.element_size() for m in pipe.components.values()
                if isinstance(m, torch.nn.Module) for p in m.parameters())
-    runtime.make_room(int(size * 1.3), device)
-    short = runtime.free_memory_bytes(device) < size * 1.5
-    if offload == "model_cpu_offload" or (offload == "auto" and short):
+
+
+def choose_offload(device: torch.device, size_bytes: int, offload: str = "auto") -> bool:
+    """Whether to use model CPU offload for a pipeline of ``size_bytes`` on ``device``.
+
+    auto: off on CPU (the weights are in RAM already); on a GPU, ComfyUI is first asked to unload
+    its own models, then offload is used when the free memory is under 1.5x the weights (the rest
+    is activations, and the VAE decode of a 1024px SDXL image needs several GB). An explicit
+    'model_cpu_offload' is honoured on every device."""
+    if offload not in ("auto", "none", "model_cpu_offload"):
+        raise ImageModelError(f"unknown offload '{offload}'; choose auto, none or model_cpu_offload.")
+    if offload != "auto":
+        return offload == "model_cpu_offload"
+    if device.type == "cpu":
+        return False
+    runtime.make_room(int(size_bytes * 1.3), device)
+    return runtime.free_memory_bytes(device) < size_bytes * 1.5
+
+
+def place_pipeline(pipe: Any, device: torch.device, offload: bool) -> None:
+    """Move the pipeline to the device, or give it accelerate's model CPU offload hooks (each
+    model part goes to ``device`` for its forward and back to the CPU when the next one runs)."""
+    if offload:
         pipe.enable_model_cpu_offload(device=device)
-        return True
-    pipe.to(device)
-    return False
+    else:
+        pipe.to(device)
+
+
+def offload_all(*models: "ImageModel | None") -> None:
+    """Put every part of offloaded models back on the CPU (diffusers only does this for the
+    pipeline object that was called, and SpinBot calls a fresh one per run)."""
+    for model in models:
+        if model is not None and model.offloaded:
+            model.pipe.maybe_free_model_hooks()
 
 
 def load_image_model(path: str, vae_path: str | None = None, precision: str = "auto",
                      offload: str = "auto") -> ImageModel:
     """The cached base pipeline for a checkpoint file or diffusers folder (keyed by mtime)."""
     device = runtime.torch_device()
-    dtype = {"fp32": torch.float32, "fp16": torch.float16,
-             "bf16": torch.bfloat16}.get(precision) or runtime.torch_dtype(device)
+    dtype = choose_dtype(device, precision)
     key = (_stamp(path), _stamp(vae_path), str(dtype), str(device), offload)
     with _cache_lock:
         if key in _cache:
@@ -269,9 +301,10 @@ def load_image_model(path: str, vae_path: str | None = None, precision: str = "a
         else:
             pipe, arch = load_single_file(path, dtype, vae_path)
     pipe.set_progress_bar_config(disable=True)
-    offloaded = place_pipeline(pipe, device, offload)
+    offloaded = choose_offload(device, model_bytes(pipe), offload)
+    place_pipeline(pipe, device, offloaded)
     model = ImageModel(pipe=pipe, arch=arch, name=os.path.basename(path.rstrip("/\\")),
-                       offloaded=offloaded)
+                       offloaded=offloaded, device=str(device))
     with _cache_lock:
         _cache[key] = model
         while len(_cache) > _CACHE_SIZE:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import runtime
-from .checkpoint import ARCH_LABELS, ImageModel, ImageModelError, rebuild_pipeline
+from .checkpoint import ARCH_LABELS, ImageModel, ImageModelError, offload_all, rebuild_pipeline
 
 # name -> (diffusers scheduler class, extra config)
 SCHEDULERS: dict[str, tuple[str, dict]] = {
@@ -115,16 +115,23 @@ def generate_images(model: ImageModel, settings: ImageSettings,
                   num_images_per_prompt=int(settings.batch_size), generator=generators)
     split = min(max(float(settings.refiner_split), 0.05), 0.95)
     runtime.check_interrupted()
-    with runtime.Progress(settings.steps, desc="SpinBot image") as progress, torch.inference_mode():
-        callback = _step_callback(progress)
-        pipe = _fresh(model, settings.scheduler)
-        if refiner is None:
-            images = pipe(width=settings.width, height=settings.height, output_type="pt",
-                          callback_on_step_end=callback, **common).images
-        else:
-            latents = pipe(width=settings.width, height=settings.height, output_type="latent",
-                           denoising_end=split, callback_on_step_end=callback, **common).images
-            ref = _fresh(refiner, settings.scheduler)
-            images = ref(image=latents, denoising_start=split, output_type="pt",
-                         callback_on_step_end=callback, **common).images
+    # Offloaded models start with every part on the CPU and end so, cancelled or not: accelerate's
+    # hooks only check a part's first weight, and LoRA copies share weights with their base.
+    offload_all(model, refiner)
+    try:
+        with runtime.Progress(settings.steps, desc="SpinBot image") as progress, \
+                torch.inference_mode():
+            callback = _step_callback(progress)
+            pipe = _fresh(model, settings.scheduler)
+            if refiner is None:
+                images = pipe(width=settings.width, height=settings.height, output_type="pt",
+                              callback_on_step_end=callback, **common).images
+            else:
+                latents = pipe(width=settings.width, height=settings.height, output_type="latent",
+                               denoising_end=split, callback_on_step_end=callback, **common).images
+                ref = _fresh(refiner, settings.scheduler)
+                images = ref(image=latents, denoising_start=split, output_type="pt",
+                             callback_on_step_end=callback, **common).images
+    finally:
+        offload_all(model, refiner)
     return images.float().clamp(0, 1).permute(0, 2, 3, 1).contiguous().cpu()

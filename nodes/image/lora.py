@@ -6,6 +6,11 @@ diffusers' own key conversion. Each affected Linear/Conv gets a new weight
 `W + strength * alpha/rank * up @ down` inside a structural copy of its model whose other
 parameters are the base tensors (shared, not copied), so two workflows on one base with different
 LoRAs cannot see each other's weights and memory grows only by the patched layers.
+
+A base loaded with model CPU offload carries accelerate hooks on its model parts. The copy shares
+the hook objects instead of copying them, drops them, and gets hooks of its own: every model part
+of the copy is then a structural copy (weights still shared), so that setting up its offload
+chain cannot rewire the base's.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import ARCH_LABELS, ImageModel, ImageModelError, rebuild_pipeline
+from .checkpoint import ARCH_LABELS, ImageModel, ImageModelError, place_pipeline, rebuild_pipeline
 
 COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
 
@@ -126,16 +131,22 @@ def delta_weight(down: torch.Tensor, up: torch.Tensor, alpha: float | None,
 
 
 def share_clone(module: torch.nn.Module) -> torch.nn.Module:
-    """A structural copy of ``module`` whose parameters and buffers ARE the original tensors."""
+    """A structural copy of ``module`` whose parameters and buffers ARE the original tensors,
+    without the original's accelerate (offload) hooks."""
     memo = {id(t): t for t in list(module.parameters()) + list(module.buffers())}
-    return copy.deepcopy(module, memo)
+    # A hook links to the previous model of the offload chain; copying it would copy that model.
+    hooks = [m._hf_hook for m in module.modules() if hasattr(m, "_hf_hook")]  # noqa: SLF001
+    memo.update({id(h): h for h in hooks})
+    clone = copy.deepcopy(module, memo)
+    if hooks:
+        from accelerate.hooks import remove_hook_from_module
+
+        remove_hook_from_module(clone, recurse=True)
+    return clone
 
 
 def apply_loras(model: ImageModel, loras: list[tuple[str, str, float]]) -> ImageModel:
     """``loras``: (path, display name, strength). Returns a new ImageModel; ``model`` is untouched."""
-    if model.offloaded:
-        raise ImageModelError("LoRAs cannot be applied to a model in CPU-offload mode yet; "
-                              "choose offload 'none' in SpinBot Image Model.")
     family = "sd15" if model.arch == "sd15" else "sdxl"
     pending: dict[str, list[tuple[str, tuple, float]]] = {}
     triggers = list(model.trigger_words)
@@ -184,8 +195,14 @@ def apply_loras(model: ImageModel, loras: list[tuple[str, str, float]]) -> Image
             if new is not None:
                 module.weight = torch.nn.Parameter(new.to(module.weight.dtype), requires_grad=False)
         components[component] = clone
+    if model.offloaded:
+        for name, part in components.items():
+            if isinstance(part, torch.nn.Module) and name not in pending:
+                components[name] = share_clone(part)
     pipe = rebuild_pipeline(model.pipe, components)
     pipe.set_progress_bar_config(disable=True)
+    if model.offloaded:
+        place_pipeline(pipe, torch.device(model.device), offload=True)
     applied = model.loras + tuple((name, float(s)) for _path, name, s in loras)
     return model.with_pipe(pipe, trigger_words=tuple(triggers), loras=applied)
 

@@ -51,11 +51,11 @@ def snap_size(width: int, height: int) -> tuple[int, int]:
 
 
 def fit_image(image: torch.Tensor, width: int, height: int, fit: str = "crop") -> torch.Tensor:
-    """IMAGE [1,H,W,3] -> [1,height,width,3]: `crop` fills and centre-crops, `pad` letterboxes
+    """IMAGE [B,H,W,3] -> [B,height,width,3]: `crop` fills and centre-crops, `pad` letterboxes
     on black, `stretch` ignores the aspect ratio."""
     if fit not in FIT_MODES:
         raise MotionModelError(f"unknown fit mode '{fit}' ({', '.join(FIT_MODES)})")
-    x = check_image(image, "image")[:1].permute(0, 3, 1, 2)
+    x = check_image(image, "image").permute(0, 3, 1, 2)
     h, w = x.shape[-2:]
     if fit == "stretch":
         out = F.interpolate(x, size=(height, width), mode="bicubic", antialias=True, align_corners=False)
@@ -67,7 +67,7 @@ def fit_image(image: torch.Tensor, width: int, height: int, fit: str = "crop") -
             top, left = (nh - height) // 2, (nw - width) // 2
             out = resized[..., top:top + height, left:left + width]
         else:
-            out = torch.zeros(1, 3, height, width, dtype=x.dtype)
+            out = torch.zeros(x.shape[0], 3, height, width, dtype=x.dtype)
             top, left = (height - nh) // 2, (width - nw) // 2
             out[..., top:top + nh, left:left + nw] = resized
     return out.clamp(0, 1).permute(0, 2, 3, 1).contiguous()
@@ -88,6 +88,15 @@ def clip_plan(total: int, clip_frames: int) -> list[int]:
     while sum(plan) < total:
         plan.append(min(total - sum(plan), clip_frames - 1))
     return plan
+
+
+def scene_frames(total: int, fps: float, segments: list[dict], scenes: int) -> list[int]:
+    """Frames of each scene when image k animates segment k: cuts fall on the frames where
+    segments 1.. start, and the last scene runs to ``total``."""
+    cuts = [0] + [min(total, max(0, round(float(s["start"]) * fps))) for s in segments[1:scenes]] + [total]
+    for k in range(1, len(cuts)):
+        cuts[k] = max(cuts[k], cuts[k - 1])  # overlapping timings never run backwards
+    return [b - a for a, b in zip(cuts, cuts[1:])]
 
 
 def join_clip(last_frame: np.ndarray, clip: np.ndarray, crossfade: int) -> np.ndarray:
@@ -157,32 +166,46 @@ def check_settings(model: MotionModel, settings: MotionSettings) -> int:
 def animate(model: MotionModel, image: torch.Tensor, settings: MotionSettings,
             duration: float | None = None, audio: dict | None = None,
             segments: list[dict] | None = None, model_key: str = "") -> SpinBotVideo:
-    """Animate the first frame of ``image`` into a SPINBOT_VIDEO covering ``duration`` seconds at
+    """Animate ``image`` into a SPINBOT_VIDEO covering ``duration`` seconds at
     ``settings.output_fps`` (one clip when no duration), with optional audio/segments attached.
-    The same model, image and settings reuse the stored video."""
+
+    One image: it starts the first clip. One image per segment (a story: SpinBot Stage Image
+    with segments): image k starts the clips of segment k, cut where the segment starts, so each
+    scene shows while its words are spoken. The same inputs reuse the stored video."""
     clip_frames = check_settings(model, settings)
     width, height = snap_size(settings.width, settings.height)
-    first = images_to_uint8(fit_image(image, width, height, settings.fit), "image")[0]
+    count = check_image(image, "image").shape[0]
+    per_segment = count > 1 and bool(segments)
+    if per_segment and count != len(segments):
+        raise MediaError(f"SpinBot SVD got {count} images for {len(segments)} segments: give one "
+                         "image (it starts the video) or one per segment (each starts its segment).")
+    firsts = images_to_uint8(fit_image(image if per_segment else image[:1], width, height, settings.fit),
+                             "image")
     total = frames_for(duration, settings.output_fps, clip_frames)
-    plan = clip_plan(total, clip_frames)
-    key = content_key("svd", model_key or model.name, first, asdict(settings), total, audio, segments)
+    spans = scene_frames(total, settings.output_fps, segments, count) if per_segment else [total]
+    scenes = [(first, clip_plan(n, clip_frames)) for first, n in zip(firsts, spans) if n > 0]
+    key = content_key("svd", model_key or model.name, firsts, asdict(settings), total, audio, segments)
     existing = load_video(key)
     if existing is not None:
         return existing
     runtime.check_interrupted()
-    condition = first
-    with runtime.Progress(len(plan) * int(settings.steps), desc="SpinBot SVD") as progress, \
+    clips = sum(len(plan) for _first, plan in scenes)
+    with runtime.Progress(clips * int(settings.steps), desc="SpinBot SVD") as progress, \
             VideoWriter(key, settings.output_fps) as writer:
-        last = None
-        for k, take in enumerate(plan):
-            clip = run_clip(model, condition, settings, clip_frames, int(settings.seed) + k, progress)
-            added = clip if last is None else join_clip(last, clip, settings.crossfade)
-            added = added[:take]
-            writer.write(added)
-            last = added[-1]
-            condition = last
-            runtime.check_interrupted()
-        extra = {"stage": "svd", "model": model.name, "clips": len(plan), "clip_frames": clip_frames}
+        k = 0
+        for condition, plan in scenes:
+            last = None  # a new scene is a cut, not a cross-fade
+            for take in plan:
+                clip = run_clip(model, condition, settings, clip_frames, int(settings.seed) + k, progress)
+                added = clip if last is None else join_clip(last, clip, settings.crossfade)
+                added = added[:take]
+                writer.write(added)
+                last = added[-1]
+                condition = last
+                k += 1
+                runtime.check_interrupted()
+        extra = {"stage": "svd", "model": model.name, "clips": clips, "scenes": len(scenes),
+                 "clip_frames": clip_frames}
         return writer.finish(audio=audio, segments=segments, extra=extra)
 
 

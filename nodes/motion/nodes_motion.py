@@ -100,7 +100,8 @@ class SpinBotSVD:
                    "clip; with duration_seconds, segments or audio it chains clips (each starts "
                    "from the previous clip's last frame, with a short cross-fade) until "
                    "ceil(duration x output_fps) frames are covered. Audio and segments are "
-                   "attached to the video for SpinBot Video Combine.")
+                   "attached to the video for SpinBot Video Combine. With one image per segment "
+                   "(a story), each segment gets its own scene, cut where it starts.")
     CATEGORY = CATEGORY
     FUNCTION = "animate"
     RETURN_TYPES = (VIDEO, "IMAGE", "INT")
@@ -114,8 +115,11 @@ class SpinBotSVD:
         return {
             "required": {
                 "svd_model": (MOTION_MODEL, {"tooltip": "From SpinBot SVD Model."}),
-                "image": ("IMAGE", {"tooltip": "The first frame (only the first image of a batch "
-                                               "is used)."}),
+                "image": ("IMAGE", {"tooltip": "The first frame. With 'segments' connected, a "
+                                               "batch of one image per segment (SpinBot Stage "
+                                               "Image with segments) gives each segment its own "
+                                               "scene, cut where the segment starts; otherwise "
+                                               "only the first image is used."}),
                 "width": ("INT", {"default": 1024, "min": 64, "max": 2048, "step": 64, "tooltip":
                                   "Video width; rounded down to a multiple of 64 (SVD trained at "
                                   "1024x576)."}),
