@@ -1,11 +1,12 @@
 """Image stage benchmark: the SpinBot Stage Image node against diffusers' pipeline called directly.
 
-    python -m benchmarks.bench_image [--steps 20] [--size 512] [--gpu-only]
+    python -m benchmarks.bench_image [--steps 20] [--size 512] [--repeats 3] [--threads N] [--gpu-only]
 
 CPU: the tiny SD 1.5 checkpoint from the factory at 512x512 (the node's overhead is what is
 measured; the tiny model's output is noise). GPU (only when CUDA is available): full-size SD 1.5
 and SDXL built from the pack's shipped configs with random weights in fp16, timings and peak VRAM
-for both paths. Prints numbers; asserts nothing.
+for both paths. Prints numbers; asserts nothing. On a shared machine pass --threads 1: with more
+torch threads than free cores one busy neighbour can make a single run ten times slower.
 """
 from __future__ import annotations
 
@@ -82,7 +83,8 @@ def cpu_section(args) -> None:
         model = ckpt.load_image_model(str(path))
         settings = ImageSettings(prompt="a person on a stage", negative="blurry", width=args.size,
                                  height=args.size, steps=args.steps, cfg=7.0, scheduler="default")
-        compare(model, settings, "cpu", "CPU tiny SD 1.5", repeats=3)
+        compare(model, settings, "cpu", f"CPU ({torch.get_num_threads()} threads) tiny SD 1.5",
+                repeats=args.repeats)
         ckpt.clear_cache()
 
 
@@ -115,16 +117,22 @@ def random_pipeline(arch: str, device: str, dtype: torch.dtype):
 
 def gpu_section(args) -> None:
     if not torch.cuda.is_available():
-        print("GPU: CUDA not available, skipped")
+        print("GPU: no GPU (CUDA not available) - full-size SD 1.5 / SDXL random-weight timings "
+              "and peak VRAM not measured on this machine", flush=True)
         return
     os.environ["SPINBOT_DEVICE"] = "cuda"
     print(f"GPU: {torch.cuda.get_device_name(0)}", flush=True)
     for arch, size in (("sd15", 512), ("sdxl_base", 1024)):
         pipe = random_pipeline(arch, "cuda", torch.float16)
-        model = ckpt.ImageModel(pipe=pipe, arch=arch, name=f"random {arch}")
+        model = ckpt.ImageModel(pipe=pipe, arch=arch, name=f"random {arch}", device="cuda")
         settings = ImageSettings(prompt="a person on a stage", negative="blurry", width=size,
                                  height=size, steps=args.steps, cfg=7.0, scheduler="default")
-        compare(model, settings, "cuda", f"GPU random-weight {ckpt.ARCH_LABELS[arch]} fp16", repeats=2)
+        label = f"GPU random-weight {ckpt.ARCH_LABELS[arch]} fp16"
+        compare(model, settings, "cuda", label, repeats=2)
+        if arch == "sdxl_base":  # what a 16 GB card falls back to when VRAM is short
+            pipe.enable_model_cpu_offload(device="cuda")
+            model = model.with_pipe(pipe, offloaded=True)
+            compare(model, settings, "cuda", label + " + model CPU offload", repeats=2)
         del pipe, model
         torch.cuda.empty_cache()
 
@@ -133,8 +141,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs; the best counts")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--gpu-only", action="store_true")
     args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     if not args.gpu_only:
         cpu_section(args)
     gpu_section(args)

@@ -79,6 +79,19 @@ def test_segments_input_and_subtitles_consume_measured_timings(tts_models):
     assert stamp in srt
 
 
+def test_script_input_speaks_the_scripts_segments(tts_models):
+    from spinbot.nodes.script.script import direct_script
+
+    voice, _a, _t = nodes_voice.SpinBotVoiceProfile().build(
+        REF_TEXT, nodes_voice.NO_PROFILE, "", False, 12.0, tone_audio(3.0, 24000))
+    script = direct_script("One short line. And a second, a little longer.", max_segment_seconds=10.0)
+    _audio, timed = nodes_voice.SpinBotF5TTS().speak(voice, "ignored", script=script, **TTS_ARGS)
+    assert [s.text for s in timed] == [s.text for s in script.segments]
+    other = make_segments("Segments win over the script.")
+    _audio, timed = nodes_voice.SpinBotF5TTS().speak(voice, "", script=script, segments=other, **TTS_ARGS)
+    assert [s.text for s in timed] == ["Segments win over the script."]
+
+
 def test_node_errors(tts_models):
     node = nodes_voice.SpinBotVoiceProfile()
     with pytest.raises(VoiceError, match="connect reference 'audio'"):

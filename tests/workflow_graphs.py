@@ -41,7 +41,7 @@ MODELS_DIRECT = ("Model files (python install.py --models direct):\n"
                  f"- models/upscale_models/{UPSCALER}")
 
 
-def _voice_nodes(first_id: int, x: int, y: int, text_link: tuple[int, int]) -> list[Node]:
+def _voice_nodes(first_id: int, x: int, y: int, script: tuple[int, int]) -> list[Node]:
     """LoadAudio -> Voice Profile -> F5-TTS, ids first_id..first_id+2."""
     a, v, t = first_id, first_id + 1, first_id + 2
     return [
@@ -49,7 +49,7 @@ def _voice_nodes(first_id: int, x: int, y: int, text_link: tuple[int, int]) -> l
         Node(v, "SpinBotVoiceProfile", "Voice Profile", (x, y + 180), (320, 260),
              {"reference_text": REFERENCE_TEXT, "save": False}, {"audio": (a, 0)}),
         Node(t, "SpinBotF5TTS", "F5-TTS", (x + 360, y), (340, 420),
-             {"model": F5_MODEL, "vocoder": VOCODER}, {"voice": (v, 0), "text": text_link}),
+             {"model": F5_MODEL, "vocoder": VOCODER}, {"voice": (v, 0), "script": script}),
     ]
 
 
@@ -75,7 +75,7 @@ def direct() -> Graph:
         Node(2, "SpinBotDirectScript", "Narration", (40, 500), (320, 260),
              {"narration": "Hello! I am your SpinBot avatar. I say exactly what you type here, "
                            "in your own voice."}),
-        *_voice_nodes(3, 400, 80, (2, 1)),
+        *_voice_nodes(3, 400, 80, (2, 2)),
         *_talking_head_nodes(6, 1140, (1, 0), (5, 0), (5, 1), "SpinBot/direct"),
         note(10, "Direct mode: your text, your portrait, your voice -> a talking video.\n\n"
                  "1. Portrait: a photo with one clearly visible face.\n"
@@ -105,7 +105,7 @@ def guided() -> Graph:
         Node(4, "SpinBotStageImage", "Stage Image", (820, 80), (360, 560),
              {"size_preset": "portrait 9:16"},
              {"image_model": (3, 0), "prompt": (1, 0)}),
-        *_voice_nodes(5, 440, 700, (1, 1)),
+        *_voice_nodes(5, 440, 700, (1, 2)),
         *_talking_head_nodes(8, 1220, (4, 0), (7, 0), (7, 1), "SpinBot/guided"),
         note(12, "Guided mode: a topic -> script (Ollama) -> stage image with your identity LoRA and "
                  "speech in your voice -> talking video.\n\n"
@@ -137,7 +137,7 @@ def story() -> Graph:
                            "turned towards home.",
               "scene_prompt": "cinematic film still, an old lighthouse on a rocky coast at dusk, "
                               "soft light, highly detailed"}),
-        *_voice_nodes(2, 40, 500, (1, 1)),
+        *_voice_nodes(2, 40, 580, (1, 2)),
         Node(5, "SpinBotImageModel", "SDXL Base", (820, 80), (340, 180),
              {"checkpoint": "sd_xl_base_1.0.safetensors"}),
         Node(6, "SpinBotImageModel", "SDXL Refiner", (820, 300), (340, 180),
@@ -163,11 +163,11 @@ def story() -> Graph:
                  "narration and subtitles.\n\n"
                  "Model files (python install.py --models story): models/checkpoints/"
                  "sd_xl_base_1.0.safetensors, sd_xl_refiner_1.0.safetensors, svd_xt.safetensors, "
-                 f"models/tts/{F5_MODEL} + vocab.txt, models/tts/{VOCODER}/.", (40, 1000), (700, 360)),
+                 f"models/tts/{F5_MODEL} + vocab.txt, models/tts/{VOCODER}/.", (40, 1120), (700, 360)),
     ]
     return Graph("story", nodes, [
-        Group("Story", (20, 10, 400, 460), C["script"]),
-        Group("Voice", (20, 430, 740, 560), C["voice"]),
+        Group("Story", (20, 10, 400, 480), C["script"]),
+        Group("Voice", (20, 510, 760, 580), C["voice"]),
         Group("Scenes", (800, 10, 780, 700), C["image"]),
         Group("Motion", (1580, 10, 400, 980), C["motion"]),
         Group("Output", (1980, 10, 420, 740), C["output"]),

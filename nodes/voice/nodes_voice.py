@@ -7,6 +7,7 @@ import os
 from .. import runtime
 from ..manifest import require_model
 from ..media import MediaError, make_audio
+from ..script.script import SCRIPT_TYPE
 from ..script.segments import SEGMENTS_TYPE, coerce_segments
 from . import engine, profiles
 from .profiles import VOICE_TYPE, VoiceError
@@ -131,8 +132,8 @@ class SpinBotF5TTS:
             "required": {
                 "voice": (VOICE_TYPE, {"tooltip": "The voice from SpinBot Voice Profile."}),
                 "text": ("STRING", {"multiline": True, "default": "", "tooltip": "What to say. "
-                         "Split into sentences automatically. Ignored when 'segments' is "
-                         "connected."}),
+                         "Split into sentences automatically. Ignored when 'script' or "
+                         "'segments' is connected."}),
                 "model": (models, {"default": DEFAULT_F5 if DEFAULT_F5 in models else models[0],
                           "tooltip": "F5-TTS checkpoint in models/tts (a fine-tune for another "
                           "language needs its own vocab.txt beside it)."}),
@@ -160,8 +161,11 @@ class SpinBotF5TTS:
                             "tooltip": "Seconds of silence between segments."}),
             },
             "optional": {
-                "segments": (SEGMENTS_TYPE, {"tooltip": "Script segments (SpinBot Script); "
-                             "each is spoken separately, replacing 'text'."}),
+                "script": (SCRIPT_TYPE, {"tooltip": "A script from SpinBot Script (Ollama) or "
+                           "SpinBot Direct Script: its narrative segments are spoken one by one, "
+                           "replacing 'text'."}),
+                "segments": (SEGMENTS_TYPE, {"tooltip": "Segments to speak one by one (e.g. "
+                             "from another F5-TTS run); replace 'text' and 'script'."}),
             },
         }
 
@@ -171,10 +175,11 @@ class SpinBotF5TTS:
 
     def speak(self, voice, text: str, model: str, vocoder: str, nfe_steps: int,
               cfg_strength: float, sway_sampling: float, speed: float, seed: int,
-              cross_fade: float, silence: float, segments=None):
+              cross_fade: float, silence: float, script=None, segments=None):
         if not isinstance(voice, profiles.VoiceProfile):
             raise VoiceError("SpinBot F5-TTS: 'voice' must come from SpinBot Voice Profile")
-        segs = coerce_segments(segments) if segments else engine.text_segments(text)
+        source = segments if segments else script
+        segs = coerce_segments(source) if source else engine.text_segments(text)
         segs = tuple(s for s in segs if s.text.strip())
         if not segs:
             raise MediaError("SpinBot F5-TTS: nothing to say: type some text or connect segments")
