@@ -349,6 +349,10 @@ def test_full_size_configs_have_the_published_parameter_counts():
                   "text_encoder_2": 694_659_840}
     assert set(refiner) == {"unet", "vae", "text_encoder_2"}
     assert refiner["text_encoder_2"] == 694_659_840 and refiner["vae"] == 83_653_863
+    # The release files hold exactly these parts: v1-5-pruned-emaonly (fp32) is 4.27 GB,
+    # sd_xl_base_1.0 (fp16) 6.94 GB and sd_xl_refiner_1.0 (fp16) 6.08 GB.
+    for counts, bytes_per_weight, published_gb in ((sd15, 4, 4.27), (xl, 2, 6.94), (refiner, 2, 6.08)):
+        assert round(sum(counts.values()) * bytes_per_weight / 1e9, 2) == published_gb
 
 
 # The UNet/VAE sections of the original release configs (CompVis v1-inference.yaml, Stability's

@@ -28,6 +28,13 @@ def test_every_ui_workflow_has_an_api_twin():
 
 
 @pytest.mark.parametrize("path", UI_FILES, ids=names(UI_FILES))
+def test_every_workflow_has_a_template_thumbnail(path):
+    """ComfyUI's Templates browser shows <name>.jpg beside <name>.json."""
+    with Image.open(path[:-5] + ".jpg") as thumb:
+        assert thumb.format == "JPEG" and min(thumb.size) >= 256
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=names(UI_FILES))
 def test_ui_workflow_validates(path):
     validate_ui(load_json(path), DEFS)
 
