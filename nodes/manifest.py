@@ -40,7 +40,7 @@ class MissingModelError(FileNotFoundError):
                  f"'{folder}' model folder ({where})"]
         if source:
             parts.append(f"download it from {source}")
-        parts.append(f"or run: python install.py --models <preset> (see README)")
+        parts.append("or run: python install.py --models <preset> (see README)")
         if hint:
             parts.append(hint)
         super().__init__("; ".join(parts))

@@ -6,7 +6,6 @@ The tiny SVD-XT comes from tests/sd_layout_svd.py (release key names, tiny width
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import replace
 
 import numpy as np
@@ -21,6 +20,7 @@ from spinbot.nodes.motion import nodes_motion as N
 from spinbot.nodes.motion.checkpoint import MotionModelError
 from spinbot.nodes.script.segments import Segment
 from spinbot.nodes.video.store import video_root
+from tests.offline import refuse_network
 from tests import sd_layout_svd as layout
 
 
@@ -52,20 +52,7 @@ def model(tiny):
 @pytest.fixture
 def no_network(monkeypatch):
     """Any hub call or socket connection fails the test."""
-    import huggingface_hub
-    import huggingface_hub.file_download as fd
-
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args[:2]}")
-
-    for mod, names in ((huggingface_hub, ("hf_hub_download", "snapshot_download", "model_info")),
-                       (fd, ("hf_hub_download", "get_hf_file_metadata"))):
-        for name in names:
-            if hasattr(mod, name):
-                monkeypatch.setattr(mod, name, refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    refuse_network(monkeypatch)
     ckpt.clear_cache()
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 
 import pytest
 from PIL import Image
@@ -21,7 +19,7 @@ from tests.core_nodes import CORE_NODE_CLASSES
 from tests.media import astronaut, speech_wav, tone, write_wav
 from tests.mp4probe import probe
 from tests.workflow_graphs import REFERENCE_TEXT
-from tests.workflow_tools import definitions, load_json, run_api, validate_api
+from tests.workflow_tools import definitions, run_api, validate_api
 
 from spinbot.nodes.client import apply_overrides, load_workflow
 

@@ -6,7 +6,6 @@ deletes it, so a file with the final name is always a finished video.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
