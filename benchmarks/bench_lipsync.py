@@ -2,7 +2,7 @@
 detection, the model, paste-back and frame I/O, at 720p.
 
     python -m benchmarks.bench_lipsync [--frames 32] [--batch 16] [--size 1280x720]
-        [--full-cpu-frames 16]
+        [--full-cpu-frames 16] [--detect-every 1]
 
 Rows:
 
@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--size", default="1280x720")
+    parser.add_argument("--detect-every", type=int, default=1,
+                        help="run the detector on every n-th frame (the node's detect_every)")
     parser.add_argument("--full-cpu-frames", type=int, default=16,
                         help="frames for the release-size model on CPU (0 skips it)")
     args = parser.parse_args(argv)
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     t = torch.arange(int(seconds * 16000)) / 16000
     audio = make_audio(0.2 * torch.sin(2 * torch.pi * 180 * t) * (0.6 + 0.4 * torch.sin(8 * t)),
                        16000)
-    settings = engine.LipSyncSettings(batch_size=args.batch)
+    settings = engine.LipSyncSettings(batch_size=args.batch, detect_every=args.detect_every)
     print(f"SpinBot Wav2Lip at {width}x{height}, {args.frames} frames, batch {args.batch}, "
           f"face box {int(box[2] - box[0])}x{int(box[3] - box[1])} px; ms per output frame")
 

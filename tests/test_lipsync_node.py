@@ -260,3 +260,31 @@ def test_cancel_leaves_no_partial_video(tiny_model, astronaut):
         run(CancelAfterFirstBatch(), engine.FrameSource(still(astronaut), fps=FPS),
             speech(1.0), batch_size=4)
     assert set(os.listdir(video_root())) == before
+
+
+class MovingFace:
+    """A detector whose face slides right 4 px per frame; it records the frames it was run on."""
+
+    def __init__(self, no_face=()):
+        self.seen, self.no_face = [], set(no_face)
+
+    def detect(self, frame):
+        index = int(frame[0, 0, 0])  # the test frames carry their index in the first pixel
+        self.seen.append(index)
+        return [] if index in self.no_face else [(40.0 + 4 * index, 30.0, 100.0 + 4 * index, 100.0, 0.9)]
+
+
+def test_detect_every_runs_the_detector_on_every_nth_frame_and_interpolates():
+    frames = np.zeros((11, 160, 240, 3), np.uint8)
+    frames[:, 0, 0, 0] = np.arange(11)
+    source = engine.FrameSource(uint8_to_images(frames), fps=FPS)
+    settings = engine.LipSyncSettings(smoothing_window=1, pads=faces.Pads(0, 0, 0, 0), detect_every=4)
+    every_frame = engine.face_boxes(source, MovingFace(), engine.LipSyncSettings(
+        smoothing_window=1, pads=faces.Pads(0, 0, 0, 0)), 11)
+    detector = MovingFace()
+    boxes = engine.face_boxes(source, detector, settings, 11)
+    assert detector.seen == [0, 4, 8, 10]  # every 4th frame and the last
+    assert boxes == every_frame  # linear motion is interpolated exactly
+    # between a face and no face nothing is guessed: those frames count as face-less
+    boxes = engine.face_boxes(source, MovingFace(no_face={8}), settings, 11)
+    assert [i for i, b in enumerate(boxes) if b is None] == [5, 6, 7, 8, 9]

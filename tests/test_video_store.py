@@ -55,6 +55,26 @@ def test_failed_writer_leaves_nothing_that_looks_complete(spinbot_dirs):
     assert os.listdir(store.video_root()) == []
 
 
+def test_a_failed_background_save_surfaces_and_leaves_nothing(spinbot_dirs, monkeypatch):
+    """Chunks are saved on a background thread; a disk error still stops the stage."""
+    real_save = np.save
+    saved = []
+
+    def save(f, data):
+        if saved:
+            raise OSError(28, "No space left on device")
+        saved.append(len(data))
+        real_save(f, data)
+
+    monkeypatch.setattr(store.np, "save", save)
+    with pytest.raises(OSError, match="No space left"):
+        with store.VideoWriter("full-disk", 25, chunk_frames=2) as w:
+            w.write(numbered(6))  # chunk 2 fails while chunk 3 is queued behind it
+            w.finish()
+    assert saved == [2]
+    assert store.load_video("full-disk") is None and os.listdir(store.video_root()) == []
+
+
 def test_size_change_is_an_error(spinbot_dirs):
     with store.VideoWriter("sz", 25) as w:
         w.write(numbered(2))

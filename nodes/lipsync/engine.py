@@ -50,6 +50,7 @@ class LipSyncSettings:
     mouth: MouthRegion = field(default_factory=MouthRegion)
     color_match: bool = True
     resize_mode: str = "bicubic"      # how the 96x96 crop is scaled to the face box
+    detect_every: int = 1             # detect on every n-th source frame, interpolate between
 
 
 @dataclass
@@ -147,19 +148,41 @@ def face_boxes(source: FrameSource, detector: FaceDetector, settings: LipSyncSet
                count: int, progress: runtime.Progress | None = None,
                timings: Timings | None = None) -> list[tuple[int, int, int, int] | None]:
     """Padded, smoothed, clipped face box (or None) for source frames ``0..count-1``."""
-    track = []
+    every = max(1, int(settings.detect_every))
+    track: list = []
     for frames in source.iter_frames(count, max(1, settings.batch_size)):
         runtime.check_interrupted()
         start = time.perf_counter()
-        track.extend(choose_face(detector.detect(np.asarray(f)), settings.face_index)
-                     for f in frames)
+        for f in frames:
+            i = len(track)
+            wanted = i % every == 0 or i == count - 1
+            track.append(choose_face(detector.detect(np.asarray(f)), settings.face_index)
+                         if wanted else MISSING)
         if timings is not None:
             timings.detection += time.perf_counter() - start
         if progress is not None:
             progress.update(len(frames))
-    track = smooth_boxes(track, settings.smoothing_window)
+    track = smooth_boxes(interpolate_boxes(track), settings.smoothing_window)
     return [None if b is None else crop_box(b, settings.pads, source.width, source.height)
             for b in track]
+
+
+MISSING = "not detected"  # a frame skipped by detect_every, filled in by interpolate_boxes
+
+
+def interpolate_boxes(track: list) -> list:
+    """Fill frames skipped by ``detect_every`` linearly between the detected frames around them.
+    Between a face and no face there is no telling where the face went, so those stay None."""
+    out = list(track)
+    known = [i for i, b in enumerate(track) if b is not MISSING]
+    for a, b in zip(known, known[1:]):
+        for i in range(a + 1, b):
+            if track[a] is None or track[b] is None:
+                out[i] = None
+            else:
+                t = (i - a) / (b - a)
+                out[i] = tuple((1 - t) * p + t * q for p, q in zip(track[a], track[b]))
+    return out
 
 
 # --------------------------------------------------------------------------- model input

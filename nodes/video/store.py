@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterator
 
@@ -27,6 +28,9 @@ from .. import runtime
 from ..media import MediaError, check_audio, images_to_uint8, make_audio, uint8_to_images
 
 CHUNK_BYTES = 64 << 20  # ~64 MB per chunk: 24 frames of 720p, 10 of 1080p
+# Chunks are saved on a background thread while the stage computes the next frames; each writer
+# has at most one chunk in flight, so memory stays at two chunks.
+_SAVERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="spinbot-video-save")
 _MANIFEST = "video.json"
 _FORMAT_VERSION = 1
 
@@ -197,6 +201,7 @@ class VideoWriter:
         self._pending: list[np.ndarray] = []
         self._pending_count = 0
         self._chunks: list[tuple[str, int]] = []
+        self._saving: Future | None = None
         self.width = self.height = 0
         self.frames_written = 0
 
@@ -237,17 +242,28 @@ class VideoWriter:
             return
         data = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
         name = f"chunk_{len(self._chunks):06d}.npy"
+        self._wait_saved()
+        self._saving = _SAVERS.submit(self._save, data, name)
+        self._chunks.append((name, len(data)))
+        self._pending, self._pending_count = [], 0
+
+    def _save(self, data: np.ndarray, name: str) -> None:
         tmp = os.path.join(self.dir, name + ".tmp")
         with open(tmp, "wb") as f:
             np.save(f, data)
         os.replace(tmp, os.path.join(self.dir, name))
-        self._chunks.append((name, len(data)))
-        self._pending, self._pending_count = [], 0
+
+    def _wait_saved(self) -> None:
+        """Block until the chunk in flight is on disk; a failed save raises here."""
+        saving, self._saving = self._saving, None
+        if saving is not None:
+            saving.result()
 
     def finish(self, audio: dict | None = None, segments: list[dict] | None = None,
                extra: dict | None = None) -> SpinBotVideo:
         """Write the rest, mark the video complete and return its handle."""
         self._flush()
+        self._wait_saved()
         if not self._chunks:
             self.abort()
             raise MediaError("no frames were written")
@@ -270,6 +286,10 @@ class VideoWriter:
         return loaded
 
     def abort(self) -> None:
+        try:
+            self._wait_saved()  # never delete the folder under a running save
+        except Exception:  # noqa: BLE001 - the error that made us abort is the one to report
+            pass
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
