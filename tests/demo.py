@@ -4,7 +4,8 @@
                          [--models-dir DIR] [--server URL] [--out output]
 
 1. It checks the model files of the direct workflow against the manifest in the models folder
-   (`--models-dir`, else `$COMFYUI_PATH/models`, else `./models`). Missing files are listed with
+   (`--models-dir`, else `<ComfyUI>/models` of `$COMFYUI_PATH` or of the ComfyUI whose
+   custom_nodes folder holds this pack, else `./models`). Missing files are listed with
    their folder and source, and with the command that fetches them.
 2. Where they are all present it renders through a real ComfyUI: the one at `--server`, or one it
    starts from `$COMFYUI_PATH` (CPU unless a GPU is there) with this pack installed. The pack's
@@ -34,6 +35,17 @@ PRESET = "direct"
 REFERENCE_TEXT = "Some call me nature, others call me mother nature."
 DEFAULT_TEXT = ("Hello! I am your SpinBot avatar. Everything you see and hear was rendered on this "
                 "machine, offline.")
+
+
+def find_comfyui() -> str | None:
+    """``$COMFYUI_PATH``, else the ComfyUI this pack is installed in (``<ComfyUI>/custom_nodes/<pack>``)."""
+    if os.environ.get("COMFYUI_PATH"):
+        return os.environ["COMFYUI_PATH"]
+    custom_nodes = os.path.dirname(ROOT)
+    comfy = os.path.dirname(custom_nodes)
+    if os.path.basename(custom_nodes) == "custom_nodes" and os.path.isfile(os.path.join(comfy, "main.py")):
+        return comfy
+    return None
 
 
 def missing_models(models_dir: str, preset: str = PRESET) -> list[dict]:
@@ -146,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.voice and not args.voice_text:
         parser.error("--voice needs --voice-text (its transcript)")
 
-    comfy_path = os.environ.get("COMFYUI_PATH")
+    comfy_path = find_comfyui()
     models_dir = args.models_dir or (os.path.join(comfy_path, "models") if comfy_path else
                                      os.path.join(ROOT, "models"))
     os.makedirs(args.out, exist_ok=True)
