@@ -1,16 +1,22 @@
 """Image stage benchmark: the SpinBot Stage Image node against diffusers' pipeline called directly.
 
     python -m benchmarks.bench_image [--steps 20] [--size 512] [--repeats 3] [--threads N] [--gpu-only]
+        [--full-device cuda|cpu|none] [--full-size WxH] [--full-steps N]
 
 CPU: the tiny SD 1.5 checkpoint from the factory at 512x512 (the node's overhead is what is
-measured; the tiny model's output is noise). GPU (only when CUDA is available): full-size SD 1.5
-and SDXL built from the pack's shipped configs with random weights in fp16, timings and peak VRAM
-for both paths. Prints numbers; asserts nothing. On a shared machine pass --threads 1: with more
-torch threads than free cores one busy neighbour can make a single run ten times slower.
+measured; the tiny model's output is noise). Full size (on --full-device: CUDA when available,
+else skipped): SD 1.5 at 512x512 and SDXL at 1024x1024 built from the pack's shipped configs with
+random weights (fp16 on CUDA, fp32 on CPU), seconds and peak VRAM (peak RSS on CPU) for both
+paths, plus SDXL with model CPU offload (CUDA only). `--full-device cpu --full-size 128x128
+--full-steps 1` smoke-runs that same code path without a GPU (SDXL in fp32 needs ~15 GB RAM).
+Prints numbers; asserts nothing. On a shared machine pass --threads 1: with more torch threads
+than free cores one busy neighbour can make a single run ten times slower.
 """
 from __future__ import annotations
 
 import argparse
+import gc
+import json
 import os
 import sys
 import tempfile
@@ -39,10 +45,28 @@ def _direct(pipe, settings: ImageSettings, device: str):
                 generator=gens, output_type="pt").images
 
 
-def _time(fn, repeats: int, device: str) -> tuple[float, int]:
-    best = float("inf")
+def _reset_peak(device: str) -> None:
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    elif os.path.exists("/proc/self/clear_refs"):
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # VmHWM (peak RSS) restarts from the current RSS
+
+
+def _peak(device: str) -> int:
+    """Peak allocated VRAM on CUDA; peak RSS of the process on CPU (0 when unknown)."""
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated()
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return 0
+
+
+def _time(fn, repeats: int, device: str) -> tuple[float, int]:
+    best = float("inf")
+    _reset_peak(device)
     for _ in range(repeats):
         if device == "cuda":
             torch.cuda.synchronize()
@@ -51,13 +75,13 @@ def _time(fn, repeats: int, device: str) -> tuple[float, int]:
         if device == "cuda":
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t0)
-    peak = torch.cuda.max_memory_allocated() if device == "cuda" else 0
-    return best, peak
+    return best, _peak(device)
 
 
 def compare(model: ckpt.ImageModel, settings: ImageSettings, device: str, label: str,
-            repeats: int) -> None:
-    generate_images(model, ImageSettings(**{**settings.__dict__, "steps": 2}))  # warm-up
+            repeats: int, show_memory: bool = False) -> None:
+    warm_steps = min(2, settings.steps)
+    generate_images(model, ImageSettings(**{**settings.__dict__, "steps": warm_steps}))  # warm-up
     # Interleaved, best of N: the machine is shared, so one slow run must not decide the figure.
     node_s = direct_s = float("inf")
     node_peak = direct_peak = 0
@@ -72,6 +96,9 @@ def compare(model: ckpt.ImageModel, settings: ImageSettings, device: str, label:
             f"  diffusers {direct_s:.3f} s  overhead {overhead:+.1f} %")
     if device == "cuda":
         line += f"  peak VRAM node {node_peak / 2**30:.2f} GiB / diffusers {direct_peak / 2**30:.2f} GiB"
+    elif show_memory:
+        rss = lambda b: f"{b / 2**30:.2f} GiB" if b else "n/a"  # noqa: E731
+        line += f"  peak RSS node {rss(node_peak)} / diffusers {rss(direct_peak)} (no VRAM on {device})"
     print(line, flush=True)
 
 
@@ -94,47 +121,101 @@ def random_pipeline(arch: str, device: str, dtype: torch.dtype):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     cfg_dir = Path(ckpt.CONFIGS_DIR) / arch
-    load = lambda part: {k: v for k, v in __import__("json").loads(  # noqa: E731
-        (cfg_dir / part / "config.json").read_text()).items() if not k.startswith("_")}
+
+    def load(part: str, fname: str = "config.json") -> dict:
+        data = json.loads((cfg_dir / part / fname).read_text(encoding="utf-8"))
+        return {k: v for k, v in data.items() if not k.startswith("_")}
+
+    def text_config(part: str) -> CLIPTextConfig:
+        data = load(part)
+        data.pop("architectures", None)
+        data.pop("torch_dtype", None)
+        return CLIPTextConfig(**data)
+
     with tempfile.TemporaryDirectory() as tmp:
         tok = ckpt.load_tokenizer(str(sd_layout.write_tiny_tokenizer(Path(tmp) / "tokenizer").parent))
-    parts = {"unet": diffusers.UNet2DConditionModel.from_config(load("unet")),
-             "vae": diffusers.AutoencoderKL.from_config(load("vae")),
-             "text_encoder": CLIPTextModel(CLIPTextConfig(**load("text_encoder"))), "tokenizer": tok}
-    sched_cfg = __import__("json").loads((cfg_dir / "scheduler" / "scheduler_config.json").read_text())
+    torch.manual_seed(0)
+    # Built on the target device in the target dtype: random init of SDXL's 2.6 B UNet parameters
+    # is fast on a GPU, and fp32-then-cast would briefly hold two copies.
+    with torch.device(device):
+        parts = {"unet": diffusers.UNet2DConditionModel.from_config(load("unet")).to(dtype),
+                 "vae": diffusers.AutoencoderKL.from_config(load("vae")).to(dtype),
+                 "text_encoder": CLIPTextModel(text_config("text_encoder")).to(dtype),
+                 "tokenizer": tok}
+        if arch != "sd15":
+            parts["text_encoder_2"] = CLIPTextModelWithProjection(text_config("text_encoder_2")).to(dtype)
+            parts["tokenizer_2"] = tok
+    sched_cfg = json.loads((cfg_dir / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
     sched_cls = getattr(diffusers, sched_cfg.pop("_class_name"))
     parts["scheduler"] = sched_cls.from_config(sched_cfg)
     if arch == "sd15":
         pipe = diffusers.StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None,
                                                  requires_safety_checker=False)
     else:
-        parts["text_encoder_2"] = CLIPTextModelWithProjection(CLIPTextConfig(**load("text_encoder_2")))
-        parts["tokenizer_2"] = tok
         pipe = diffusers.StableDiffusionXLPipeline(**parts)
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device, dtype)
+    for module in pipe.components.values():
+        if isinstance(module, torch.nn.Module):
+            module.eval()
+    return pipe.to(device)
+
+
+def full_device(name: str) -> str | None:
+    """The device of the full-size section: `auto` is CUDA when available, else none (skipped)."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else None
+    if name == "none":
+        return None
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--full-device cuda: CUDA is not available on this machine")
+    return name
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    width, _, height = text.lower().partition("x")
+    return int(width), int(height or width)
 
 
 def gpu_section(args) -> None:
-    if not torch.cuda.is_available():
+    device = full_device(args.full_device)
+    if device is None:
         print("GPU: no GPU (CUDA not available) - full-size SD 1.5 / SDXL random-weight timings "
-              "and peak VRAM not measured on this machine", flush=True)
+              "and peak VRAM not measured on this machine (--full-device cpu smoke-runs them)",
+              flush=True)
         return
-    os.environ["SPINBOT_DEVICE"] = "cuda"
-    print(f"GPU: {torch.cuda.get_device_name(0)}", flush=True)
-    for arch, size in (("sd15", 512), ("sdxl_base", 1024)):
-        pipe = random_pipeline(arch, "cuda", torch.float16)
-        model = ckpt.ImageModel(pipe=pipe, arch=arch, name=f"random {arch}", device="cuda")
-        settings = ImageSettings(prompt="a person on a stage", negative="blurry", width=size,
-                                 height=size, steps=args.steps, cfg=7.0, scheduler="default")
-        label = f"GPU random-weight {ckpt.ARCH_LABELS[arch]} fp16"
-        compare(model, settings, "cuda", label, repeats=2)
+    os.environ["SPINBOT_DEVICE"] = device
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    precision = "fp16" if dtype == torch.float16 else "fp32"
+    where = torch.cuda.get_device_name(0) if device == "cuda" else \
+        f"{device} ({torch.get_num_threads()} threads)"
+    print(f"Full size on {where}: random weights, {precision}", flush=True)
+    steps = args.full_steps or args.steps
+    sizes = {"sd15": (512, 512), "sdxl_base": (1024, 1024)}
+    for arch, (width, height) in sizes.items():
+        if args.full_size:
+            width, height = parse_size(args.full_size)
+        t0 = time.perf_counter()
+        pipe = random_pipeline(arch, device, dtype)
+        label = f"{device.upper()} random-weight {ckpt.ARCH_LABELS[arch]} {precision}"
+        print(f"  ({label}: built in {time.perf_counter() - t0:.1f} s, "
+              f"{ckpt.model_bytes(pipe) / 2**30:.2f} GiB of weights)", flush=True)
+        model = ckpt.ImageModel(pipe=pipe, arch=arch, name=f"random {arch}", device=device)
+        settings = ImageSettings(prompt="a person on a stage", negative="blurry", width=width,
+                                 height=height, steps=steps, cfg=7.0, scheduler="default")
+        compare(model, settings, device, label, repeats=2, show_memory=True)
         if arch == "sdxl_base":  # what a 16 GB card falls back to when VRAM is short
-            pipe.enable_model_cpu_offload(device="cuda")
-            model = model.with_pipe(pipe, offloaded=True)
-            compare(model, settings, "cuda", label + " + model CPU offload", repeats=2)
+            if device == "cpu":
+                print(f"{label} + model CPU offload: skipped (model CPU offload moves parts to an "
+                      "accelerator; on CPU there is nothing to offload from)", flush=True)
+            else:
+                pipe.enable_model_cpu_offload(device=device)
+                model = model.with_pipe(pipe, offloaded=True)
+                compare(model, settings, device, label + " + model CPU offload", repeats=2,
+                        show_memory=True)
         del pipe, model
-        torch.cuda.empty_cache()
+        gc.collect()
+        if device == "cuda":
+            torch.cuda.empty_cache()
 
 
 def main() -> None:
@@ -143,7 +224,15 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs; the best counts")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--gpu-only", action="store_true")
+    parser.add_argument("--gpu-only", "--full-only", dest="gpu_only", action="store_true",
+                        help="skip the tiny CPU section")
+    parser.add_argument("--full-device", default="auto",
+                        help="device of the full-size section: auto (cuda when available, else "
+                             "skipped), cuda, cpu or none")
+    parser.add_argument("--full-size", default="",
+                        help="WxH for both full-size models (default 512x512 SD 1.5, 1024x1024 SDXL)")
+    parser.add_argument("--full-steps", type=int, default=0,
+                        help="steps of the full-size section (default: --steps)")
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)

@@ -157,10 +157,7 @@ class Client:
                                         "type": item.get("type", "output")})
         data = self._request("GET", f"/view?{query}")
         os.makedirs(out_dir, exist_ok=True)
-        target = os.path.join(out_dir, os.path.basename(item["filename"]))
-        with open(target, "wb") as f:
-            f.write(data)
-        return target
+        return write_new_file(out_dir, os.path.basename(item["filename"]), data)
 
     def open_socket(self, timeout: float = 3600.0) -> Iterator[dict] | None:
         """Connect to /ws before queueing, so no message of the prompt is missed; None if that fails."""
@@ -205,6 +202,21 @@ class Client:
                 return entry
             time.sleep(0.5)
         raise ClientError(f"prompt {prompt_id} did not finish within {timeout:.0f}s")
+
+
+def write_new_file(folder: str, name: str, data: bytes) -> str:
+    """Write ``data`` as ``folder/name``, or ``name-2``, ``name-3``... when that exists: another
+    server (or a restarted one) numbers its outputs from 1 again, and a render is never overwritten."""
+    stem, ext = os.path.splitext(name)
+    n = 1
+    while True:
+        target = os.path.join(folder, name if n == 1 else f"{stem}-{n}{ext}")
+        try:
+            with open(target, "xb") as f:
+                f.write(data)
+            return target
+        except FileExistsError:
+            n += 1
 
 
 def describe_error(text: str) -> str:

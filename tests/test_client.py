@@ -6,6 +6,7 @@ ComfyUI in tests/test_comfyui.py.
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -89,3 +90,12 @@ def test_unreachable_server_says_how_to_start_comfyui():
     client = C.Client("http://127.0.0.1:9", timeout=2)
     with pytest.raises(C.ClientError, match="cannot reach ComfyUI.*main.py"):
         client.queue({"1": {}})
+
+
+def test_downloads_never_overwrite_an_earlier_render(tmp_path):
+    first = C.write_new_file(str(tmp_path), "direct_00001_.mp4", b"one")
+    second = C.write_new_file(str(tmp_path), "direct_00001_.mp4", b"two")
+    third = C.write_new_file(str(tmp_path), "direct_00001_.mp4", b"three")
+    assert [os.path.basename(p) for p in (first, second, third)] == [
+        "direct_00001_.mp4", "direct_00001_-2.mp4", "direct_00001_-3.mp4"]
+    assert open(first, "rb").read() == b"one" and open(third, "rb").read() == b"three"
