@@ -1,6 +1,7 @@
 """Motion stage benchmark: SpinBot SVD (clip engine) beside diffusers' pipeline called directly.
 
     python -m benchmarks.bench_motion [--cpu-only | --gpu-only] [--steps 25] [--frames 25]
+        [--full-device cuda|cpu|none] [--full-size WxH] [--full-frames N] [--full-steps N]
 
 CPU: the tiny SVD-XT single file from the factory (release key names), one clip and a chained
 duration; the node's overhead over a bare pipeline call is what is measured (the output is
@@ -13,10 +14,16 @@ random fp16 weights, 1024x576, 25 frames, 25 steps; seconds and peak VRAM for
   decode_chunk_size=2).
 Random weights can overflow fp16 into NaN frames; the benchmark converts those to black (the
 node itself reports NaN frames as an error). Prints numbers; asserts nothing.
+
+`--full-device cpu --full-size 64x64 --full-frames 2 --full-steps 1` smoke-runs the same
+full-size path on CPU (fp32, ~11 GB RAM): there the 16 GB rows install the same offload hooks
+with the CPU as execution device (nothing moves: the code path runs, no memory is saved) plus
+forward chunking and decode chunk 2, and peak RSS stands in for peak VRAM.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -46,17 +53,35 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _measure(fn, device: str) -> tuple[float, int]:
-    """Seconds and peak allocated VRAM (0 on CPU) of one call."""
+def _reset_peak(device: str) -> None:
     if device == "cuda":
         runtime.release_memory()
         torch.cuda.reset_peak_memory_stats()
+    elif os.path.exists("/proc/self/clear_refs"):
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # VmHWM (peak RSS) restarts from the current RSS
+
+
+def _peak(device: str) -> int:
+    """Peak allocated VRAM on CUDA; peak RSS of the process elsewhere (0 when unknown)."""
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated()
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return 0
+
+
+def _measure(fn, device: str) -> tuple[float, int]:
+    """Seconds and peak memory (VRAM on CUDA, RSS on CPU) of one call."""
+    _reset_peak(device)
     _sync(device)
     t0 = time.perf_counter()
     fn()
     _sync(device)
     seconds = time.perf_counter() - t0
-    return seconds, (torch.cuda.max_memory_allocated() if device == "cuda" else 0)
+    return seconds, _peak(device)
 
 
 def _direct(pipe, image: np.ndarray, s: gen.MotionSettings, frames: int, chunk: int):
@@ -76,9 +101,14 @@ def _first_frame(s: gen.MotionSettings) -> tuple[torch.Tensor, np.ndarray]:
     return image, gen.images_to_uint8(gen.fit_image(image, s.width, s.height), "image")[0]
 
 
-def _line(label: str, seconds: float, peak: int, device: str) -> str:
-    vram = f"  peak VRAM {peak / 2**30:6.2f} GiB" if device == "cuda" else ""
-    return f"  {label:<44} {seconds:8.2f} s{vram}"
+def _line(label: str, seconds: float, peak: int, device: str, show_memory: bool = False) -> str:
+    if device == "cuda":
+        memory = f"  peak VRAM {peak / 2**30:6.2f} GiB"
+    elif show_memory:
+        memory = f"  peak RSS {peak / 2**30:6.2f} GiB" if peak else "  peak RSS n/a"
+    else:
+        memory = ""
+    return f"  {label:<44} {seconds:8.2f} s{memory}"
 
 
 # ----------------------------------------------------------------------------- CPU
@@ -115,7 +145,8 @@ def cpu_section(args) -> None:
 # ----------------------------------------------------------------------------- GPU
 
 def random_svd_xt(device: str, dtype: torch.dtype):
-    """Full-size SVD-XT from the shipped configs with random weights (built on the GPU: fast)."""
+    """Full-size SVD-XT from the shipped configs with random weights (built on the device: fast
+    on a GPU)."""
     from diffusers import (AutoencoderKLTemporalDecoder, EulerDiscreteScheduler,
                            StableVideoDiffusionPipeline, UNetSpatioTemporalConditionModel)
     from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
@@ -132,6 +163,8 @@ def random_svd_xt(device: str, dtype: torch.dtype):
     pipe = StableVideoDiffusionPipeline(vae=vae, image_encoder=encoder, unet=unet,
                                         scheduler=scheduler, feature_extractor=extractor)
     pipe.set_progress_bar_config(disable=True)
+    for module in (unet, vae, encoder):
+        module.eval()
     return pipe.to(device, dtype)
 
 
@@ -148,48 +181,92 @@ def _forward_chunking_off(unet) -> None:
             module.set_chunk_feed_forward(None, dim=0)
 
 
+def full_device(name: str) -> str | None:
+    """The device of the full-size section: `auto` is CUDA when available, else none (skipped)."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else None
+    if name == "none":
+        return None
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--full-device cuda: CUDA is not available on this machine")
+    return name
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    width, _, height = text.lower().partition("x")
+    return int(width), int(height or width)
+
+
 def gpu_section(args) -> None:
-    if not torch.cuda.is_available():
-        print("GPU: no GPU (CUDA not available): full-size SVD-XT figures skipped")
+    name = full_device(args.full_device)
+    if name is None:
+        print("GPU: no GPU (CUDA not available): full-size SVD-XT figures skipped "
+              "(--full-device cpu smoke-runs them)")
         return
-    os.environ["SPINBOT_DEVICE"] = "cuda"
-    device, dtype = torch.device("cuda"), torch.float16
+    os.environ["SPINBOT_DEVICE"] = name
+    device = torch.device(name)
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    precision = "fp16" if dtype == torch.float16 else "fp32"
+    frames, steps = args.full_frames or args.frames, args.full_steps or args.steps
+    width, height = parse_size(args.full_size)
     gen.images_to_uint8 = _nan_tolerant(gen.images_to_uint8)
-    s = gen.MotionSettings(width=1024, height=576, frames=args.frames, steps=args.steps,
+    s = gen.MotionSettings(width=width, height=height, frames=frames, steps=steps,
                            decode_chunk_size=0, output_fps=8.0)
     image, first = _first_frame(s)
-    print(f"GPU {torch.cuda.get_device_name()}: full-size SVD-XT, random fp16 weights, "
-          f"{s.width}x{s.height}, {args.frames} frames, {args.steps} steps")
+    where = f"GPU {torch.cuda.get_device_name()}" if device.type == "cuda" else \
+        f"{name} ({torch.get_num_threads()} threads)"
+    print(f"{where}: full-size SVD-XT, random {precision} weights, "
+          f"{s.width}x{s.height}, {frames} frames, {steps} steps")
     t0 = time.perf_counter()
-    pipe = random_svd_xt("cuda", dtype)
+    pipe = random_svd_xt(name, dtype)
     print(f"  (built in {time.perf_counter() - t0:.1f} s, "
           f"{sum(p.numel() for p in pipe.unet.parameters()) / 1e9:.2f} B UNet params)")
-    low = ckpt.memory_policy(device, "low_vram")
-    full = ckpt.memory_policy(device, "full")
+    if device.type == "cuda":
+        low = ckpt.memory_policy(device, "low_vram")
+        full = ckpt.memory_policy(device, "full")
+        low_label, direct_low_label = ("SpinBot SVD, 16 GB policy (offload+chunking)",
+                                       "diffusers direct, documented low-memory")
+    else:
+        # memory_policy switches everything off on CPU; build the CUDA policies by hand so the
+        # same code runs. The offload hooks run with the CPU as execution device: nothing moves,
+        # so these rows check the code path only (no saving, figures not comparable to CUDA).
+        low = ckpt.MemoryPolicy(True, True, ckpt.LOW_DECODE_CHUNK, "low_vram (hooks on cpu)")
+        full = ckpt.MemoryPolicy(False, False, ckpt.FULL_DECODE_CHUNK, "full")
+        low_label, direct_low_label = ("SpinBot SVD, 16 GB policy (hooks CPU->CPU)",
+                                       "diffusers direct, low-memory (hooks CPU->CPU)")
+        print(f"  16 GB policy rows on {name}: model offload hooks with the CPU as execution "
+              "device (code path only, no memory saved), forward chunking, decode chunk 2")
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["SPINBOT_TEMP_DIR"] = tmp
         # 16 GB policy: offload hooks and forward chunking, set up exactly as the loader does
         pipe.to("cpu")
         runtime.release_memory()
-        ckpt.apply_policy(pipe, device, low)
+        if device.type == "cuda":
+            ckpt.apply_policy(pipe, device, low)
+        else:  # apply_policy only places the pipeline off CUDA: the same two calls by hand
+            pipe.enable_model_cpu_offload(device=device)
+            pipe.unet.enable_forward_chunking()
         model = ckpt.MotionModel(pipe=pipe, arch="svd_xt", name="random svd_xt", dtype=dtype,
                                  device=device, extra={"policy": low})
-        gen.animate(model, image, replace(s, steps=2, seed=99))  # warm-up (kernels, hooks)
-        rows = [("SpinBot SVD, 16 GB policy (offload+chunking)",
-                 _measure(lambda: gen.animate(model, image, replace(s, seed=1)), "cuda")),
-                ("diffusers direct, documented low-memory",
-                 _measure(lambda: _direct(pipe, first, s, args.frames, 2), "cuda"))]
-        # everything on the GPU
+        gen.animate(model, image, replace(s, steps=min(2, steps), seed=99))  # warm-up (kernels, hooks)
+        rows += [(low_label, _measure(lambda: gen.animate(model, image, replace(s, seed=1)), name)),
+                 (direct_low_label,
+                  _measure(lambda: _direct(pipe, first, s, frames, ckpt.LOW_DECODE_CHUNK), name))]
+        # everything on the device
         pipe.remove_all_hooks()
         _forward_chunking_off(pipe.unet)
         ckpt.apply_policy(pipe, device, full)
         model = replace(model, extra={"policy": full})
         rows += [("SpinBot SVD, full (policy off)",
-                  _measure(lambda: gen.animate(model, image, replace(s, seed=2)), "cuda")),
-                 ("diffusers direct, .to(cuda), decode chunk 8",
-                  _measure(lambda: _direct(pipe, first, s, args.frames, 8), "cuda"))]
+                  _measure(lambda: gen.animate(model, image, replace(s, seed=2)), name)),
+                 (f"diffusers direct, .to({name}), decode chunk {ckpt.FULL_DECODE_CHUNK}",
+                  _measure(lambda: _direct(pipe, first, s, frames, ckpt.FULL_DECODE_CHUNK), name))]
     for label, (seconds, peak) in rows:
-        print(_line(label, seconds, peak, "cuda"))
+        print(_line(label, seconds, peak, name, show_memory=True))
+    model = pipe = None  # drop the ~9 GB (fp32) / 4.5 GB (fp16) before anything else runs
+    gc.collect()
+    runtime.release_memory()
 
 
 def main() -> None:
@@ -199,7 +276,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--cpu-only", action="store_true")
-    group.add_argument("--gpu-only", action="store_true")
+    group.add_argument("--gpu-only", "--full-only", dest="gpu_only", action="store_true")
+    parser.add_argument("--full-device", default="auto",
+                        help="device of the full-size section: auto (cuda when available, else "
+                             "skipped), cuda, cpu or none")
+    parser.add_argument("--full-size", default="1024x576", help="WxH of the full-size section")
+    parser.add_argument("--full-frames", type=int, default=0,
+                        help="frames per clip of the full-size section (default: --frames)")
+    parser.add_argument("--full-steps", type=int, default=0,
+                        help="steps of the full-size section (default: --steps)")
     args = parser.parse_args()
     if not args.gpu_only:
         cpu_section(args)
