@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("SPINBOT_PROGRESS", "0")
 
+from benchmarks import full_size  # noqa: E402
 from tests._pack import load_pack  # noqa: E402
 
 load_pack()
@@ -46,28 +47,9 @@ def _direct(pipe, settings: ImageSettings, device: str):
                 generator=gens, output_type="pt").images
 
 
-def _reset_peak(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    elif os.path.exists("/proc/self/clear_refs"):
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # VmHWM (peak RSS) restarts from the current RSS
-
-
-def _peak(device: str) -> int:
-    """Peak allocated VRAM on CUDA; peak RSS of the process on CPU (0 when unknown)."""
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated()
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        return 0
-
-
 def _time(fn, repeats: int, device: str) -> tuple[float, int]:
     best = float("inf")
-    _reset_peak(device)
+    full_size.reset_peak(device)
     for _ in range(repeats):
         if device == "cuda":
             torch.cuda.synchronize()
@@ -76,7 +58,7 @@ def _time(fn, repeats: int, device: str) -> tuple[float, int]:
         if device == "cuda":
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t0)
-    return best, _peak(device)
+    return best, full_size.peak(device)
 
 
 def compare(model: ckpt.ImageModel, settings: ImageSettings, device: str, label: str,
@@ -163,24 +145,8 @@ def random_pipeline(arch: str, device: str, dtype: torch.dtype):
     return pipe.to(device)
 
 
-def full_device(name: str) -> str | None:
-    """The device of the full-size section: `auto` is CUDA when available, else none (skipped)."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else None
-    if name == "none":
-        return None
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--full-device cuda: CUDA is not available on this machine")
-    return name
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    width, _, height = text.lower().partition("x")
-    return int(width), int(height or width)
-
-
 def gpu_section(args) -> None:
-    device = full_device(args.full_device)
+    device = full_size.full_device(args.full_device)
     if device is None:
         print("GPU: no GPU (CUDA not available) - full-size SD 1.5 / SDXL random-weight timings "
               "and peak VRAM not measured on this machine (--full-device cpu smoke-runs them)",
@@ -196,7 +162,7 @@ def gpu_section(args) -> None:
     sizes = {"sd15": (512, 512), "sdxl_base": (1024, 1024)}
     for arch, (width, height) in sizes.items():
         if args.full_size:
-            width, height = parse_size(args.full_size)
+            width, height = full_size.parse_size(args.full_size)
         t0 = time.perf_counter()
         pipe = random_pipeline(arch, device, dtype)
         if device == "cuda":

@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("SPINBOT_PROGRESS", "0")
 
+from benchmarks import full_size  # noqa: E402
 from tests._pack import load_pack  # noqa: E402
 
 load_pack()
@@ -56,21 +57,7 @@ def _sync(device: str) -> None:
 def _reset_peak(device: str) -> None:
     if device == "cuda":
         runtime.release_memory()
-        torch.cuda.reset_peak_memory_stats()
-    elif os.path.exists("/proc/self/clear_refs"):
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # VmHWM (peak RSS) restarts from the current RSS
-
-
-def _peak(device: str) -> int:
-    """Peak allocated VRAM on CUDA; peak RSS of the process elsewhere (0 when unknown)."""
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated()
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        return 0
+    full_size.reset_peak(device)
 
 
 def _measure(fn, device: str) -> tuple[float, int]:
@@ -81,7 +68,7 @@ def _measure(fn, device: str) -> tuple[float, int]:
     fn()
     _sync(device)
     seconds = time.perf_counter() - t0
-    return seconds, _peak(device)
+    return seconds, full_size.peak(device)
 
 
 def _direct(pipe, image: np.ndarray, s: gen.MotionSettings, frames: int, chunk: int):
@@ -181,24 +168,8 @@ def _forward_chunking_off(unet) -> None:
             module.set_chunk_feed_forward(None, dim=0)
 
 
-def full_device(name: str) -> str | None:
-    """The device of the full-size section: `auto` is CUDA when available, else none (skipped)."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else None
-    if name == "none":
-        return None
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--full-device cuda: CUDA is not available on this machine")
-    return name
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    width, _, height = text.lower().partition("x")
-    return int(width), int(height or width)
-
-
 def gpu_section(args) -> None:
-    name = full_device(args.full_device)
+    name = full_size.full_device(args.full_device)
     if name is None:
         print("GPU: no GPU (CUDA not available): full-size SVD-XT figures skipped "
               "(--full-device cpu smoke-runs them)")
@@ -208,7 +179,7 @@ def gpu_section(args) -> None:
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     precision = "fp16" if dtype == torch.float16 else "fp32"
     frames, steps = args.full_frames or args.frames, args.full_steps or args.steps
-    width, height = parse_size(args.full_size)
+    width, height = full_size.parse_size(args.full_size)
     gen.images_to_uint8 = _nan_tolerant(gen.images_to_uint8)
     s = gen.MotionSettings(width=width, height=height, frames=frames, steps=steps,
                            decode_chunk_size=0, output_fps=8.0)
