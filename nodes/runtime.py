@@ -111,6 +111,16 @@ def find_model(folder: str, name: str) -> str | None:
     return None
 
 
+def model_stamp(folder: str, name: str) -> str:
+    """``name|size|mtime`` of a model file (just ``name`` when it is not there), for IS_CHANGED:
+    a file replaced under the same name must not serve cached results."""
+    path = find_model(folder, name)
+    if path is None:
+        return name
+    stat = os.stat(path)
+    return f"{name}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
 def comfyui_root() -> str | None:
     """ComfyUI's installation folder (for data it bundles, such as tokenizers); None standalone."""
     return getattr(_folder_paths, "base_path", None) if IN_COMFYUI else None

@@ -55,12 +55,12 @@ def tiny_overrides(kind: str, vocab: int) -> dict[str, dict]:
     raise ValueError(kind)
 
 
-def write_tiny_config(kind: str, folder: Path) -> dict[str, dict]:
-    """Copy the pack's published config folder for ``kind`` with tiny sizes into ``folder``."""
-    src = CONFIGS / kind
-    overrides = tiny_overrides(kind, TINY_VOCAB)
+def copy_config_folder(src: Path, folder: Path, overrides: dict[str, dict]) -> dict[str, dict]:
+    """Copy a diffusers config folder (``model_index.json`` + ``<component>/*.json``) into
+    ``folder``, updating each component's config with ``overrides[component]``; returns the
+    component configs as written."""
     configs: dict[str, dict] = {}
-    for path in src.rglob("*.json"):
+    for path in sorted(src.rglob("*.json")):
         rel = path.relative_to(src)
         data = json.loads(path.read_text())
         component = rel.parts[0] if len(rel.parts) > 1 else None
@@ -70,6 +70,13 @@ def write_tiny_config(kind: str, folder: Path) -> dict[str, dict]:
             configs[component] = data
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         (folder / rel).write_text(json.dumps(data, indent=2))
+    return configs
+
+
+def write_tiny_config(kind: str, folder: Path) -> dict[str, dict]:
+    """Copy the pack's published config folder for ``kind`` with tiny sizes into ``folder``."""
+    src = CONFIGS / kind
+    configs = copy_config_folder(src, folder, tiny_overrides(kind, TINY_VOCAB))
     for name in ("tokenizer", "tokenizer_2"):
         if name in json.loads((src / "model_index.json").read_text()) and \
                 json.loads((src / "model_index.json").read_text())[name][0]:

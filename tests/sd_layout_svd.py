@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import copy
 import gzip
-import json
 from pathlib import Path
 
 import torch
+
+from tests.sd_layout import copy_config_folder
 
 CONFIGS = Path(__file__).resolve().parent.parent / "nodes" / "motion" / "configs"
 RELEASE_KEYS = Path(__file__).resolve().parent / "svd_release_keys.txt.gz"
@@ -43,18 +44,7 @@ def write_tiny_config(arch: str, folder: Path, frames: int | None = None) -> dic
     overrides = {"unet": dict(TINY_UNET), "vae": TINY_VAE, "image_encoder": TINY_IMAGE_ENCODER}
     if frames:
         overrides["unet"]["num_frames"] = frames
-    configs: dict[str, dict] = {}
-    for path in sorted(src.rglob("*.json")):
-        rel = path.relative_to(src)
-        data = json.loads(path.read_text())
-        component = rel.parts[0] if len(rel.parts) > 1 else None
-        if component in overrides:
-            data.update(overrides[component])
-        if component:
-            configs[component] = data
-        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
-        (folder / rel).write_text(json.dumps(data, indent=2))
-    return configs
+    return copy_config_folder(src, folder, overrides)
 
 
 def _strip(c: dict) -> dict:

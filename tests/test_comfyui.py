@@ -142,20 +142,15 @@ def test_photo_with_audio_over_http(comfy):
 
 def test_client_uploads_queues_follows_and_downloads(comfy, tmp_path):
     """nodes/client.py: local files uploaded, inputs overridden by title, MP4 downloaded."""
-    import subprocess
-    import sys
-
     portrait = tmp_path / "me.png"
     Image.fromarray(astronaut(64)).save(portrait)
     voice = tmp_path / "me.wav"
     if speech_wav(str(voice), "Queued by the SpinBot client.") is None:
         write_wav(str(voice), tone(1.3, 16000), 16000)
     out = tmp_path / "renders"
-    run = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "nodes", "client.py"), "photo_with_audio",
-         "--server", comfy.url, "--set", f"Portrait.image={portrait}", "--set", f"Narration.audio={voice}",
-         "--set", "Video Combine.fps=12", "--set", "Video Combine.filename_prefix=SpinBot/client",
-         "--out", str(out)], capture_output=True, text=True, timeout=600)
+    run = _client_run(comfy, "photo_with_audio", [
+        f"Portrait.image={portrait}", f"Narration.audio={voice}", "Video Combine.fps=12",
+        "Video Combine.filename_prefix=SpinBot/client"], out, timeout=600, quiet=False)
     assert run.returncode == 0, run.stderr + comfy.log()
     assert "running node 3" in run.stderr  # progress came over the websocket
     paths = run.stdout.split()
@@ -215,12 +210,12 @@ def test_web_extension_plays_the_mp4_in_the_node(comfy):
     assert videos[0]["d"] == pytest.approx(1.2, abs=0.05)
 
 
-def _client_run(comfy, workflow: str, sets: list[str], out, timeout: float = 900):
+def _client_run(comfy, workflow: str, sets: list[str], out, timeout: float = 900, quiet: bool = True):
     import subprocess
     import sys
 
     args = [sys.executable, os.path.join(ROOT, "nodes", "client.py"), workflow, "--server", comfy.url,
-            "--out", str(out), "--quiet"]
+            "--out", str(out)] + (["--quiet"] if quiet else [])
     for s in sets:
         args += ["--set", s]
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout)

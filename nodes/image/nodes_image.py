@@ -41,14 +41,6 @@ def _model_path(name: str) -> str:
     return path
 
 
-def _stamp(folder: str, name: str) -> str:
-    path = runtime.find_model(folder, name) if name and name != NONE else None
-    if path is None:
-        return name
-    stat = os.stat(path)
-    return f"{name}|{stat.st_size}|{stat.st_mtime_ns}"
-
-
 class SpinBotImageModel:
     DESCRIPTION = ("Loads a Stable Diffusion 1.5 or SDXL model (base or refiner) with diffusers, "
                    "fully offline: single-file checkpoints from models/checkpoints (architecture "
@@ -83,8 +75,8 @@ class SpinBotImageModel:
             path = runtime.find_model("diffusers", checkpoint[len(DIFFUSERS_PREFIX):])
             index = os.path.join(path, "model_index.json") if path else None
             stamp = os.stat(index).st_mtime_ns if index and os.path.exists(index) else ""
-            return f"{checkpoint}|{stamp}|{_stamp('vae', vae)}"
-        return f"{_stamp('checkpoints', checkpoint)}|{_stamp('vae', vae)}"
+            return f"{checkpoint}|{stamp}|{runtime.model_stamp('vae', vae)}"
+        return f"{runtime.model_stamp('checkpoints', checkpoint)}|{runtime.model_stamp('vae', vae)}"
 
     def load(self, checkpoint: str, vae: str, precision: str, offload: str):
         vae_path = None
@@ -122,7 +114,7 @@ class SpinBotIdentityLoRA:
 
     @classmethod
     def IS_CHANGED(cls, **inputs):
-        return "|".join(_stamp("loras", inputs.get(f"lora_{i}", NONE)) +
+        return "|".join(runtime.model_stamp("loras", inputs.get(f"lora_{i}", NONE)) +
                         f"@{inputs.get(f'strength_{i}')}" for i in range(1, LORA_SLOTS + 1))
 
     def apply(self, image_model, lora_1=NONE, strength_1=1.0, lora_2=NONE, strength_2=1.0,

@@ -147,9 +147,7 @@ class SpinBotWav2Lip:
     @classmethod
     def IS_CHANGED(cls, model_name: str = "", face_detector: str = "", **_inputs):
         # The result depends on the files' content, not just their names.
-        path = runtime.find_model(FOLDER, model_name)
-        model = file_identity(path) if path else model_name
-        return repr((model, _pack_identity(face_detector)))
+        return repr((runtime.model_stamp(FOLDER, model_name), _pack_identity(face_detector)))
 
     def lipsync(self, model_name: str, face_detector: str, audio: dict, fps: float,
                 batch_size: int, face_index: int, pad_top: int, pad_bottom: int, pad_left: int,

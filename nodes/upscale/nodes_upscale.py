@@ -1,7 +1,6 @@
 """Upscale node: ESRGAN-family models (loaded with spandrel) over IMAGE frames or a SPINBOT_VIDEO."""
 from __future__ import annotations
 
-import os
 
 import torch
 
@@ -79,11 +78,7 @@ class SpinBotUpscale:
     def IS_CHANGED(cls, model_name: str = "", **_inputs):
         # The result depends on the model file's content, not just its name: a replaced file
         # must not serve cached results. Size and mtime stand in for the content.
-        path = runtime.find_model(FOLDER, model_name)
-        if path is None:
-            return model_name
-        stat = os.stat(path)
-        return f"{model_name}|{stat.st_size}|{stat.st_mtime_ns}"
+        return runtime.model_stamp(FOLDER, model_name)
 
     def upscale(self, model_name: str, target_scale: float, tile: int, overlap: int,
                 precision: str, frames_per_batch: int, images: torch.Tensor | None = None,

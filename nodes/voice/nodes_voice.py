@@ -33,14 +33,6 @@ def vocoder_choices() -> list[str]:
     return names or [DEFAULT_VOCODER]
 
 
-def _stat_key(folder: str, name: str) -> str:
-    path = runtime.find_model(folder, name)
-    if path is None:
-        return name
-    st = os.stat(path)
-    return f"{name}|{st.st_size}|{st.st_mtime_ns}"
-
-
 class SpinBotVoiceProfile:
     DESCRIPTION = ("Makes a reusable voice from about 5-12 s of someone speaking plus the words "
                    "they say. The clip is mixed to mono, resampled to 24 kHz, edge silence "
@@ -171,7 +163,7 @@ class SpinBotF5TTS:
 
     @classmethod
     def IS_CHANGED(cls, model: str = "", vocoder: str = "", **_kw):
-        return _stat_key(FOLDER, model) + "|" + _stat_key(FOLDER, f"{vocoder}/config.yaml")
+        return f"{runtime.model_stamp(FOLDER, model)}|{runtime.model_stamp(FOLDER, f'{vocoder}/config.yaml')}"
 
     def speak(self, voice, text: str, model: str, vocoder: str, nfe_steps: int,
               cfg_strength: float, sway_sampling: float, speed: float, seed: int,
