@@ -26,12 +26,13 @@ def free_port() -> int:
 
 
 class ComfyUI:
-    def __init__(self, comfy_path: str, base_dir: str, startup_timeout: float = 240.0):
+    def __init__(self, comfy_path: str, base_dir: str, startup_timeout: float = 240.0,
+                 link_pack: bool = True):
         self.base_dir = base_dir
         for sub in ("custom_nodes", "input", "output", "temp", "models", "user"):
             os.makedirs(os.path.join(base_dir, sub), exist_ok=True)
         link = os.path.join(base_dir, "custom_nodes", "ComfyUI-SpinBot")
-        if not os.path.exists(link):
+        if link_pack and not os.path.exists(link):
             os.symlink(ROOT, link)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
