@@ -5,6 +5,11 @@
     python install.py --models direct --dry-run   # only say what goes where
     python install.py --list                  # presets and models
 
+Every download is verified against the manifest's size and sha256 (where the source publishes
+them) before it is put in place; zips (insightface packs) are verified as downloaded, checked for
+unsafe member paths, and unpacked into the pack's folder (flat or with one top-level folder).
+A failed download leaves nothing behind.
+
 Idempotent: satisfied requirements and verified model files are left alone. torch, torchvision
 and torchaudio are never installed, upgraded or downgraded: ComfyUI owns them, so pip runs with a
 constraint that holds them at the installed versions.
@@ -16,6 +21,7 @@ import hashlib
 import importlib.metadata as metadata
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -65,38 +71,139 @@ def sha256_of(path: str) -> str:
     return h.hexdigest()
 
 
+def target_of(models_dir: str, entry: dict) -> str:
+    """Where an entry lives: ``<models_dir>/<folder>/<path>`` (a file, or a folder for packs)."""
+    return os.path.join(models_dir, entry["folder"], *entry["path"].split("/"))
+
+
+def is_archive(entry: dict) -> bool:
+    """An entry whose download is a zip that unpacks into the entry's folder (insightface packs)."""
+    return (entry.get("url") or "").lower().split("?")[0].endswith(".zip")
+
+
 def verified(path: str, entry: dict) -> bool:
+    """True when the model is in place: a folder entry holds every file of its ``contains``
+    list (any file at all when the list is empty); a file entry has the manifest's size and
+    sha256 where the manifest gives them."""
     if not os.path.exists(path):
         return False
     if os.path.isdir(path):
-        return bool(os.listdir(path))
-    if entry.get("size_bytes") and os.path.getsize(path) != entry["size_bytes"]:
-        return False
-    return not entry.get("sha256") or sha256_of(path) == entry["sha256"]
+        needed = entry.get("contains") or []
+        if needed:
+            return all(os.path.isfile(os.path.join(path, *n.split("/"))) for n in needed)
+        return any(files for _d, _s, files in os.walk(path))
+    return not mismatch(path, entry)
+
+
+def mismatch(path: str, entry: dict) -> str | None:
+    """Why the file at ``path`` is not the one the manifest describes (size first, it is cheap),
+    or None when it matches (or the manifest gives neither size nor sha256)."""
+    size = os.path.getsize(path)
+    if entry.get("size_bytes") and size != entry["size_bytes"]:
+        return f"size {size} bytes, the manifest says {entry['size_bytes']}"
+    if entry.get("sha256"):
+        digest = sha256_of(path)
+        if digest != entry["sha256"].lower():
+            return f"sha256 {digest}, the manifest says {entry['sha256']}"
+    return None
+
+
+def archive_members(archive: zipfile.ZipFile) -> list[tuple[zipfile.ZipInfo, list[str]]]:
+    """The files of a zip with their paths (as parts) inside the pack folder.
+
+    Flat zips (the official ``buffalo_l.zip``) keep their paths; a zip whose every entry sits in
+    one top-level folder (``buffalo_l/...``, as packs re-zipped by hand are) has that folder
+    dropped, so both land in the same place. Raises ValueError for an absolute path, a drive
+    letter or a ``..`` part anywhere (zip-slip): such an archive is refused whole, not cleaned.
+    """
+    files: list[tuple[zipfile.ZipInfo, list[str]]] = []
+    for info in archive.infolist():
+        name = info.filename.replace("\\", "/")
+        parts = [p for p in name.split("/") if p not in ("", ".")]
+        if name.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
+            raise ValueError(f"unsafe path in zip: {info.filename!r}")
+        if not info.is_dir() and parts:
+            files.append((info, parts))
+    if not files:
+        raise ValueError("the zip holds no files")
+    tops = {parts[0] for _i, parts in files}
+    if len(tops) == 1 and all(len(parts) > 1 for _i, parts in files):
+        files = [(info, parts[1:]) for info, parts in files]
+    return files
+
+
+def unpack(zip_path: str, target: str, entry: dict) -> None:
+    """Unpack a verified zip into the folder ``target``: into a scratch folder beside it first,
+    then file by file into place once every member is known to be safe and the files the entry
+    ``contains`` are there, so a bad archive leaves nothing in the models folder."""
+    scratch = tempfile.mkdtemp(prefix=".unpacking-", dir=os.path.dirname(target))
+    try:
+        try:
+            with zipfile.ZipFile(zip_path) as archive:
+                members = archive_members(archive)
+                for info, parts in members:
+                    dest = os.path.join(scratch, *parts)
+                    os.makedirs(os.path.dirname(dest), exist_ok=True)
+                    with archive.open(info) as src, open(dest, "wb") as out:
+                        shutil.copyfileobj(src, out, 1 << 20)
+        except zipfile.BadZipFile as exc:
+            raise ValueError(f"not a valid zip: {exc}") from None
+        names = {"/".join(parts) for _i, parts in members}
+        missing = [n for n in entry.get("contains") or [] if n not in names]
+        if missing:
+            raise ValueError(f"the zip does not contain {', '.join(missing)} "
+                             f"(it holds {', '.join(sorted(names)[:8])})")
+        for _info, parts in members:
+            dest = os.path.join(target, *parts)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            os.replace(os.path.join(scratch, *parts), dest)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _make_parents(path: str) -> str | None:
+    """Create the folders above ``path``; return the topmost one created (None if all existed)."""
+    top, parent = None, os.path.dirname(path)
+    while parent and not os.path.exists(parent):
+        top, parent = parent, os.path.dirname(parent)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return top
 
 
 def download(entry: dict, target: str) -> None:
-    """Fetch to a partial file, verify size and sha256, then move into place (or unpack a zip)."""
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    partial = target + ".partial"
-    with urllib.request.urlopen(entry["url"], timeout=60) as response, open(partial, "wb") as out:
-        total = int(response.headers.get("Content-Length") or 0)
-        done = 0
-        while block := response.read(1 << 20):
-            out.write(block)
-            done += len(block)
-            if total:
-                print(f"\r  {done / total:6.1%} of {total / 1e6:.0f} MB", end="", flush=True)
-    print()
-    if entry["url"].endswith(".zip"):
-        with zipfile.ZipFile(partial) as archive:
-            archive.extractall(os.path.dirname(target))
-        os.remove(partial)
-        return
-    if not verified(partial, entry):
-        os.remove(partial)
-        raise ValueError(f"{entry['id']}: downloaded file does not match the manifest's size/sha256")
-    os.replace(partial, target)
+    """Fetch to a partial file beside the target, verify its size and sha256 (a zip is verified
+    as downloaded, before it is opened), then move it into place or unpack it into the target
+    folder. On any failure the partial file, the unpacked files and the folders this call
+    created are removed, and the error (ValueError, OSError, urllib's URLError) is raised."""
+    created = _make_parents(target)
+    partial = target + (".zip" if is_archive(entry) else "") + ".partial"
+    try:
+        with urllib.request.urlopen(entry["url"], timeout=60) as response, open(partial, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0)
+            done = 0
+            while block := response.read(1 << 20):
+                out.write(block)
+                done += len(block)
+                if total:
+                    print(f"\r  {done / total:6.1%} of {total / 1e6:.0f} MB", end="", flush=True)
+        print()
+        problem = mismatch(partial, entry)
+        if problem:
+            raise ValueError(f"{entry['id']}: the download does not match the manifest: {problem}")
+        if is_archive(entry):
+            os.makedirs(target, exist_ok=True)
+            unpack(partial, target, entry)
+        else:
+            os.replace(partial, target)
+    except BaseException:
+        if created:
+            shutil.rmtree(created, ignore_errors=True)
+        elif is_archive(entry) and os.path.isdir(target) and not any(os.scandir(target)):
+            os.rmdir(target)
+        raise
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
 
 
 def install_models(preset: str, models_dir: str, dry_run: bool) -> int:
@@ -108,13 +215,15 @@ def install_models(preset: str, models_dir: str, dry_run: bool) -> int:
     missing = 0
     for model_id in manifest["presets"][preset]["models"]:
         entry = by_id[model_id]
-        target = os.path.join(models_dir, entry["folder"], *entry["path"].split("/"))
+        target = target_of(models_dir, entry)
         if verified(target, entry):
             print(f"ok       {entry['folder']}/{entry['path']}")
             continue
+        where = (f"unzip it so that {', '.join(entry.get('contains') or ['its files'])} sit in "
+                 f"{target}" if is_archive(entry) else f"put it at {target}")
         if dry_run or not entry.get("url"):
             missing += 1
-            print(f"missing  {entry['folder']}/{entry['path']}\n         put it at {target}\n"
+            print(f"missing  {entry['folder']}/{entry['path']}\n         {where}\n"
                   f"         from {entry.get('url') or entry['source']}")
             continue
         print(f"fetching {entry['folder']}/{entry['path']} from {entry['url']}")
@@ -122,7 +231,7 @@ def install_models(preset: str, models_dir: str, dry_run: bool) -> int:
             download(entry, target)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             missing += 1
-            print(f"failed   {exc}\n         offline? put the file at {target}\n"
+            print(f"failed   {exc}\n         offline? {where}\n"
                   f"         from {entry.get('url') or entry['source']}")
     return 1 if missing else 0
 
@@ -142,12 +251,15 @@ def list_models() -> None:
 def models_markdown() -> str:
     """The README's model table (the README embeds exactly this; a test keeps them equal)."""
     manifest = json.load(open(MANIFEST, encoding="utf-8"))
-    rows = ["| model | folder / file | size | license | used by | presets |",
-            "| --- | --- | --- | --- | --- | --- |"]
+    rows = ["| model | folder / file | size | sha256 | license | used by | presets |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
     for m in manifest["models"]:
         size = f"{m['size_bytes'] / 1e6:,.0f} MB" if m.get("size_bytes") else "?"
+        if is_archive(m) and m.get("size_bytes"):
+            size += " (zip)"
+        digest = f"`{m['sha256'][:12]}…`" if m.get("sha256") else "-"
         used_in = ", ".join(p for p, v in manifest["presets"].items() if m["id"] in v["models"])
-        rows.append(f"| [{m['id']}]({m['source']}) | `{m['folder']}/{m['path']}` | {size} | "
+        rows.append(f"| [{m['id']}]({m['source']}) | `{m['folder']}/{m['path']}` | {size} | {digest} | "
                     f"{m['license']} | {m['stage']} | {used_in or '-'} |")
     return "\n".join(rows) + "\n"
 

@@ -27,6 +27,12 @@ class ModelFile:
     license: str
     stage: str
     notes: str = ""
+    # For a folder entry (an insightface pack): the files inside it the pack needs, which is
+    # what install.py and the workflows' model metadata check. Empty for single files.
+    contains: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "contains", tuple(self.contains or ()))
 
 
 class MissingModelError(FileNotFoundError):
