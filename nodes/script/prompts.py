@@ -1,7 +1,10 @@
 """What the script stage asks the LLM, and how its reply is checked.
 
-The reply is data: it is parsed with `json.loads`, checked against `SCRIPT_SCHEMA` by a small
-validator written for that fixed schema, and cleaned; nothing in it is ever executed.
+The reply is data: JSON objects are decoded from it with `json.JSONDecoder.raw_decode`, checked
+against `SCRIPT_SCHEMA` by a small validator written for that fixed schema, and cleaned; nothing
+in it is ever executed. Models (and servers that ignore ``format``) often wrap the object in a
+code fence, put prose before it or add a remark after it: the first object in the reply that is
+a valid script is used, so only a reply without one costs a retry.
 """
 from __future__ import annotations
 
@@ -11,8 +14,9 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Iterator
 
-from .segments import is_cjk_language
+from .segments import is_cjk_language, speech_units
 
 SYSTEM_PROMPT_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
                                   "system_prompt.txt")
@@ -89,9 +93,36 @@ def retry_message(error: str, cut_off: bool = False) -> str:
 
 
 def _strip_wrapping(raw: str) -> str:
-    text = re.sub(r"^\s*<think>.*?</think>", "", raw, flags=re.S).strip()
-    fence = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", text, flags=re.S)
-    return fence.group(1) if fence else text
+    """The reply without a leading ``<think>`` block (reasoning models) and surrounding space."""
+    return re.sub(r"^\s*<think>.*?</think>", "", raw, flags=re.S).strip()
+
+
+# A reply is bounded by num_predict tokens; the cap only stops a pathological reply full of
+# '{' from costing quadratic time.
+_MAX_CANDIDATES = 200
+
+
+def json_objects(text: str) -> Iterator[dict]:
+    """Every JSON object that starts at a ``{`` of ``text``, in order of their first character.
+
+    Decoding is tried from each ``{`` with `json.JSONDecoder.raw_decode`, which stops at the end
+    of one complete value, so code fences, prose before and remarks after an object are ignored.
+    Objects nested in an earlier one and ``{`` inside its strings are tried too (they rarely
+    decode, and an invalid outer object may wrap a valid one). Nothing is evaluated.
+    """
+    decoder = json.JSONDecoder()
+    pos = text.find("{")
+    tried = 0
+    while pos != -1 and tried < _MAX_CANDIDATES:
+        tried += 1
+        try:
+            value, _end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            pass
+        else:
+            if isinstance(value, dict):
+                yield value
+        pos = text.find("{", pos + 1)
 
 
 def validate_reply(data: object) -> list[str]:
@@ -137,20 +168,37 @@ def clean_stage(stage: str, trigger_word: str = "") -> str:
     return stage
 
 
-def parse_reply(raw: str, trigger_word: str = "") -> tuple[str, str]:
-    """``(stage, narrative)`` from the LLM's raw reply, or `ReplyError` saying what is wrong."""
-    text = _strip_wrapping(raw or "")
-    if not text:
-        raise ReplyError("the reply was empty")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ReplyError(f"the reply is not valid JSON ({exc.msg} at line {exc.lineno} "
-                         f"column {exc.colno})") from None
+def _script_from(data: object, trigger_word: str) -> tuple[str, str]:
     problems = validate_reply(data)
     if problems:
         raise ReplyError("; ".join(problems))
     narrative = clean_spoken_text(data["narrative"])
-    if not narrative:
+    if speech_units(narrative) <= 0:  # nothing but punctuation, emoji or markup
         raise ReplyError('"narrative" has no speakable words')
     return clean_stage(data["stage"], trigger_word), narrative
+
+
+def parse_reply(raw: str, trigger_word: str = "") -> tuple[str, str]:
+    """``(stage, narrative)`` from the LLM's raw reply, or `ReplyError` saying what is wrong.
+
+    The first JSON object in the reply that is a valid script wins (see `json_objects`); when
+    none is, the error names the problems of the first object found, or says that the reply
+    holds no JSON object at all.
+    """
+    text = _strip_wrapping(raw or "")
+    if not text:
+        raise ReplyError("the reply was empty")
+    first_error: ReplyError | None = None
+    for data in json_objects(text):
+        try:
+            return _script_from(data, trigger_word)
+        except ReplyError as exc:
+            first_error = first_error or exc
+    if first_error is not None:
+        raise first_error
+    try:  # no object: let the decoder say where the text stops being JSON
+        json.loads(text[text.find("{"):] if "{" in text else text)
+    except json.JSONDecodeError as exc:
+        raise ReplyError(f"the reply is not valid JSON ({exc.msg} at line {exc.lineno} "
+                         f"column {exc.colno}); it holds no complete JSON object") from None
+    raise ReplyError("the reply is not valid JSON: it holds no JSON object")

@@ -8,7 +8,7 @@ from .ollama_client import ScriptError, chat_json
 from .prompts import (SCRIPT_SCHEMA, ReplyError, ScriptRequest, clean_stage, parse_reply,
                       retry_message, system_prompt, user_message)
 from .segments import (DEFAULT_MAX_SEGMENT_SECONDS, DEFAULT_WORDS_PER_SECOND, Segment,
-                       make_segments, total_seconds, trim_to_seconds)
+                       make_segments, speech_units, total_seconds, trim_to_seconds)
 
 SCRIPT_TYPE = "SPINBOT_SCRIPT"
 
@@ -59,6 +59,11 @@ def direct_script(narration: str, scene_prompt: str = "", language: str = "Engli
     narrative = narration.strip()
     if not narrative:
         raise ScriptError("the narration is empty: type the words the avatar should say")
+    if speech_units(narrative) <= 0:
+        # Only punctuation, emoji or symbols: a voice would read them as noise.
+        shown = narrative if len(narrative) <= 60 else narrative[:60] + "..."
+        raise ScriptError(f"the narration {shown!r} has no words to speak (only punctuation, "
+                          "symbols or emoji): type the words the avatar should say")
     segments = make_segments(narrative, words_per_second, language, max_segment_seconds)
     if not segments:
         raise ScriptError("the narration has no words to speak")
