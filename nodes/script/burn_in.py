@@ -1,12 +1,15 @@
 """Burn subtitles into frames: outlined text, bottom-centred, wrapped to the frame width.
 
 A plain function over uint8 frame batches, so Video Combine can call it chunk by chunk while it
-streams a SPINBOT_VIDEO: ``first_frame_index`` places the batch on the timeline. Each distinct
-cue text is rendered once (Pillow) and alpha-blended where it is active; pixels outside the text
-and frames without an active cue are left exactly as they were.
+streams a SPINBOT_VIDEO: ``first_frame_index`` places the batch on the timeline. What is drawn
+is `video.subtitles.screen_cues`, the same non-overlapping intervals the mov_text track shows:
+where cues overlap, all their texts, one per line in start order. Each distinct text is rendered
+once (Pillow) and alpha-blended where it is active; pixels outside the text and frames without
+an active cue are left exactly as they were.
 """
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -15,7 +18,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ..video.subtitles import Cue
+from ..video.subtitles import Cue, screen_cues
 from .subtitles import wrap_text
 
 
@@ -98,9 +101,21 @@ def _render(text: str, width: int, height: int, font_scale: float, margin: float
     return _Overlay(y, int(c0), premultiplied, a)
 
 
+@lru_cache(maxsize=8)  # Video Combine calls chunk by chunk with the same cues
+def _timeline(cues: tuple[Cue, ...]) -> tuple[tuple[float, ...], tuple[Cue, ...]]:
+    shown = tuple(screen_cues(cues))
+    return tuple(c.start for c in shown), shown
+
+
 def active_text(cues: Sequence[Cue], t: float) -> str:
-    """Text on screen at time ``t``: every cue with start <= t < end, in start order."""
-    return "\n".join(c.text for c in sorted(cues, key=lambda c: c.start) if c.start <= t < c.end)
+    """Text on screen at ``t`` seconds: every cue with start <= t < end, one per line, in start
+    order (the `screen_cues` interval holding ``t``); "" when none is active."""
+    return _text_at(*_timeline(tuple(cues)), t)
+
+
+def _text_at(starts: Sequence[float], shown: Sequence[Cue], t: float) -> str:
+    k = bisect.bisect_right(starts, t) - 1
+    return shown[k].text if k >= 0 and t < shown[k].end else ""
 
 
 def burn_subtitles(frames: np.ndarray, first_frame_index: int, fps: float, cues: Sequence[Cue],
@@ -110,9 +125,14 @@ def burn_subtitles(frames: np.ndarray, first_frame_index: int, fps: float, cues:
                    font_path: str | None = None) -> np.ndarray:
     """Copy of ``frames`` (uint8 ``[n,H,W,3]``) with the cues drawn on the frames they cover.
 
-    Frame ``i`` of the batch is shown at ``(first_frame_index + i) / fps`` seconds.
+    Frame ``i`` of the batch is shown at ``(first_frame_index + i) / fps`` seconds and gets
+    `active_text` of that time: overlapping cues show all their texts, stacked in start order.
     ``font_scale`` is the font size as a fraction of the frame height, ``margin`` the gap below
     the text, ``outline`` the outline width as a fraction of the font size.
+
+    Raises:
+        BurnInError: frames not uint8 ``[n,H,W,3]``, fps not positive, a size option out of
+            range, or a ``font_path`` that cannot be loaded.
     """
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
@@ -124,10 +144,11 @@ def burn_subtitles(frames: np.ndarray, first_frame_index: int, fps: float, cues:
     out = frames.copy()
     if not cues or len(frames) == 0:
         return out
+    timeline = _timeline(tuple(cues))
     height, width = frames.shape[1:3]
     overlays: dict[str, _Overlay | None] = {}
     for i in range(len(frames)):
-        text = active_text(cues, (first_frame_index + i) / fps)
+        text = _text_at(*timeline, (first_frame_index + i) / fps)
         if not text.strip():
             continue
         if text not in overlays:

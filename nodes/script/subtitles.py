@@ -1,8 +1,9 @@
 """Subtitles from segment timings: line wrapping, cue splitting, SRT and WebVTT text.
 
-The `Cue` type and the SRT reader/writer live with the video stage (`video.subtitles`), which
-muxes them; this module adds what the script stage needs on top: wrapping to a maximum line
-width, splitting a segment that wraps to too many lines into timed cues, and WebVTT.
+The `Cue` type and the SRT and WebVTT readers live with the video stage (`video.subtitles`),
+which muxes and burns them in; this module adds what the script stage needs on top: wrapping to
+a maximum line width, splitting a segment that wraps to too many lines into timed cues, and the
+WebVTT writer.
 """
 from __future__ import annotations
 
@@ -11,17 +12,23 @@ import re
 import unicodedata
 from typing import Callable, Sequence
 
-from ..video.subtitles import Cue, SubtitleError, format_srt, format_timestamp, parse_srt
+from ..video.subtitles import (Cue, SubtitleError, format_srt, format_timestamp, parse_srt,
+                               parse_subtitles, parse_vtt)
 from .segments import Segment
 
 __all__ = ["Cue", "SubtitleError", "display_width", "wrap_text", "cues_from_segments",
-           "format_srt", "format_vtt", "parse_vtt", "build_srt", "build_vtt"]
+           "format_srt", "format_vtt", "parse_srt", "parse_vtt", "parse_subtitles", "build_srt",
+           "build_vtt"]
 
 # Characters that may be broken between (Han, kana, CJK punctuation, full-width forms). Hangul
 # is written with spaces, so Korean breaks between words like Latin text.
 _CJK_RANGE = "\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef"
 _CJK_ATOM = re.compile(f"[{_CJK_RANGE}]")
-_TOKEN = re.compile(f"\\s+|[{_CJK_RANGE}]|[^\\s{_CJK_RANGE}]+")
+# Whitespace that may break a line: every space but the no-break ones (U+00A0, U+2007, U+202F,
+# e.g. a decoded WebVTT "&nbsp;"), which stay inside their word.
+_SPACE = "[^\\S\u00a0\u2007\u202f]"
+_SPACES = re.compile(f"{_SPACE}+")
+_TOKEN = re.compile(f"{_SPACE}+|[{_CJK_RANGE}]|(?:(?!{_SPACE})[^{_CJK_RANGE}])+")
 # East Asian line-breaking rules, simplified: what may not begin or end a line.
 _NO_LINE_START = set("。，、！？；：」』）》〉】”’…・ー々ゝゞ〜．")
 _NO_LINE_END = set("「『（《〈【“‘")
@@ -37,7 +44,7 @@ def _atoms(text: str) -> list[tuple[str, str]]:
     atoms: list[tuple[str, str]] = []
     sep = ""
     for tok in _TOKEN.findall(text):
-        if tok.isspace():
+        if _SPACES.fullmatch(tok):
             sep = " " if atoms else ""
             continue
         if atoms and not sep and (tok[0] in _NO_LINE_START or atoms[-1][0][-1] in _NO_LINE_END):
@@ -130,19 +137,14 @@ def cues_from_segments(segments: Sequence[Segment], max_chars_per_line: int = 42
 
 
 def format_vtt(cues: Sequence[Cue]) -> str:
+    """WebVTT text of ``cues`` (hours always written); ``&``, ``<`` and ``>`` are escaped, so
+    `parse_vtt` reads back the same cues."""
     blocks = ["WEBVTT\n"]
     for i, c in enumerate(cues, start=1):
         text = html.escape(c.text, quote=False)  # &, <, > are markup in WebVTT
         blocks.append(f"{i}\n{format_timestamp(c.start, '.')} --> "
                       f"{format_timestamp(c.end, '.')}\n{text}\n")
     return "\n".join(blocks) + "\n"
-
-
-def parse_vtt(text: str) -> list[Cue]:
-    """Cues of a WebVTT document written by `format_vtt` (hours always present)."""
-    if not text.lstrip("\ufeff").startswith("WEBVTT"):
-        raise SubtitleError("not a WebVTT document: it must start with 'WEBVTT'")
-    return [Cue(c.start, c.end, html.unescape(c.text)) for c in parse_srt(text)]
 
 
 def build_srt(segments: Sequence[Segment], max_chars_per_line: int = 42, max_lines: int = 2,

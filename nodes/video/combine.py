@@ -10,9 +10,10 @@ import torch
 from .. import runtime
 from ..media import MediaError, check_audio, check_image, fit_length, images_to_uint8
 from ..outputs import safe_output_path
-from .encode import EncodeResult, mux_mp4, padded_frames, plan_lengths, prepare_audio
+from .encode import (EncodeResult, fps_fraction, mux_mp4, padded_frames, plan_lengths,
+                     prepare_audio)
 from .store import SpinBotVideo
-from .subtitles import parse_srt
+from .subtitles import Cue, clip_cues, parse_subtitles
 
 _BATCH = 16
 
@@ -53,7 +54,7 @@ def combine_to_mp4(images: torch.Tensor | None = None, video: SpinBotVideo | Non
     if fps <= 0:
         raise MediaError(f"fps must be positive, got {fps}")
 
-    cues = parse_srt(subtitles) if subtitles and subtitles.strip() else None
+    cues = parse_subtitles(subtitles) if subtitles and subtitles.strip() else None
     audio_data = None
     extra = 0
     if audio is not None:
@@ -65,19 +66,35 @@ def combine_to_mp4(images: torch.Tensor | None = None, video: SpinBotVideo | Non
         notes.append(f"size: {width}x{height} padded to {width + width % 2}x{height + height % 2} "
                      "for yuv420p")
 
+    if cues:
+        cues = _fit_cues(cues, (frames + extra) / float(fps_fraction(fps)), notes)
+    batches = padded_frames(batches, extra)
     if burn_in and cues:
+        # after the padding, so a padded frame shows the cue of its own time
         batches = _burned(batches, fps, cues)
         notes.append(f"subtitles: {len(cues)} cues burned into the frames")
     path, _subfolder, _name = safe_output_path(filename_prefix, "mp4")
     total = frames + extra
     with runtime.Progress(total, "Video Combine") as bar:
-        written = mux_mp4(path, padded_frames(batches, extra), fps, width, height, audio=audio_data,
+        written = mux_mp4(path, batches, fps, width, height, audio=audio_data,
                           cues=cues, crf=crf, preset=preset, audio_bitrate=audio_bitrate,
                           metadata=metadata, on_frames=bar.update)
     audio_seconds = None if audio_data is None else audio_data[0].shape[1] / audio_data[1]
     if cues:
         notes.append(f"subtitles: {len(cues)} cues as a mov_text track")
     return EncodeResult(path, written, width, height, fps, written / fps, audio_seconds, notes)
+
+
+def _fit_cues(cues: list[Cue], seconds: float, notes: list[str]) -> list[Cue] | None:
+    """``cues`` inside the video's ``seconds`` (after the length policy), so the subtitle track
+    never makes the file longer than its video; what was cut or dropped goes in ``notes``."""
+    inside = clip_cues(cues, seconds)
+    dropped = len(cues) - len(inside)
+    cut = sum(1 for c in cues if c.start < seconds < c.end)
+    if dropped or cut:
+        notes.append(f"subtitles: {dropped} cues after the video's end ({seconds:.3f}s) dropped, "
+                     f"{cut} cut at it")
+    return inside or None
 
 
 def _burned(batches: Iterator[np.ndarray], fps: float, cues) -> Iterator[np.ndarray]:

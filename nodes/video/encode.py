@@ -19,7 +19,7 @@ import torch
 from .. import runtime
 from ..media import MediaError, normalize_loudness, pad_to_even, resample, to_channels
 from ..outputs import partial_path
-from .subtitles import ASS_HEADER, Cue
+from .subtitles import ASS_HEADER, Cue, screen_cues
 
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
@@ -151,16 +151,23 @@ def _mux_cues(container, stream, cues: list[Cue]) -> None:
     """Write 3GPP timed-text samples (16-bit length + UTF-8 text) directly.
 
     Going through the ASS-based encoder would drop anything in braces and keep escapes literally;
-    plain tx3g samples carry the text exactly. The muxer inserts the empty samples for gaps.
+    plain tx3g samples carry the text exactly. A timed-text track shows one sample at a time, so
+    overlapping cues are written as `screen_cues` (every active text, one per line); times are
+    floored to the stream's time base so a cue clipped to the video's end stays inside it. The
+    muxer inserts the empty samples for gaps.
     """
     tb = stream.time_base
-    for cue in sorted(cues, key=lambda c: c.start):
+    for cue in screen_cues(cues):
         text = cue.text.replace("\r\n", "\n").encode("utf-8")[:65535]
-        pts = int(round(cue.start / tb))
+        # 1e-6 ticks absorbs float error in times that are exact in milliseconds
+        pts = math.floor(cue.start / tb + 1e-6)
+        end = math.floor(cue.end / tb + 1e-6)
+        if end <= pts:  # shorter than one tick: nothing a player could show
+            continue
         packet = av.Packet(len(text).to_bytes(2, "big") + text)
         packet.stream = stream
         packet.pts = packet.dts = pts
-        packet.duration = max(1, int(round(cue.end / tb)) - pts)
+        packet.duration = end - pts
         container.mux(packet)
 
 

@@ -137,7 +137,10 @@ class SpinBotVideoCombine:
                 "audio": ("AUDIO", {"tooltip": "Audio track; defaults to the video's own master "
                                                "audio when a SPINBOT_VIDEO carries one."}),
                 "subtitles": ("STRING", {"forceInput": True, "tooltip":
-                                         "SRT text, muxed as a soft mov_text subtitle track."}),
+                                         "SRT or WebVTT text (WebVTT when it starts with "
+                                         "'WEBVTT'), muxed as a soft mov_text subtitle track. "
+                                         "Cues past the video's end are cut; overlapping cues "
+                                         "are shown together."}),
                 "burn_in_subtitles": ("BOOLEAN", {"default": False, "tooltip":
                                       "Also draw the subtitles into the frames (for players and "
                                       "sites that ignore soft subtitle tracks)."}),

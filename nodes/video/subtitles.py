@@ -1,8 +1,21 @@
-"""Subtitle cues: SRT parsing and formatting, and ASS dialogue text for the mov_text encoder."""
+"""Subtitle cues: SRT and WebVTT reading, SRT writing, the cues on screen over time, and the ASS
+header the mov_text encoder needs.
+
+Each format is read by its own rules: SRT (SubRip, as players read it: index line, timing line
+``HH:MM:SS,mmm --> HH:MM:SS,mmm``, text with optional ``<b>``/``<i>``/``<u>``/``<font>`` tags) and
+WebVTT (W3C "WebVTT: The Web Video Text Tracks Format", https://www.w3.org/TR/webvtt1/: header,
+optional hours, cue identifiers and settings, NOTE/STYLE/REGION blocks, cue-text tags and HTML
+character references). `parse_subtitles` tells them apart by the WebVTT header.
+"""
 from __future__ import annotations
 
+import html
 import re
 from dataclasses import dataclass
+from typing import Sequence
+
+__all__ = ["Cue", "SubtitleError", "parse_srt", "parse_vtt", "parse_subtitles", "format_srt",
+           "format_timestamp", "vtt_cue_text", "screen_cues", "clip_cues", "ASS_HEADER"]
 
 
 @dataclass(frozen=True)
@@ -16,39 +29,67 @@ class SubtitleError(ValueError):
     pass
 
 
-_TIME = r"(\d+):(\d{2}):(\d{2})[,.](\d{1,3})"
-_ARROW = re.compile(rf"^\s*{_TIME}\s*-->\s*{_TIME}")
+# --- SRT ---------------------------------------------------------------------------------------
+
+# SubRip writes "00:00:01,000"; a dot and fewer fraction digits are common in the wild and every
+# mainstream player accepts them, so they are accepted too.
+_SRT_TIME = r"(\d+):(\d{2}):(\d{2})[,.](\d{1,3})"
+_SRT_ARROW = re.compile(rf"^\s*{_SRT_TIME}\s*-->\s*{_SRT_TIME}")
+# The formatting SubRip players honour (b, i, u, s, font) and ASS override blocks such as
+# "{\an8}" that many SRT files carry; anything else in angle or curly brackets is literal text
+# (SRT has no escapes).
+_SRT_MARKUP = re.compile(r"</?(?:b|i|u|s)>|</?font(?:\s[^>]*)?>|\{\\[^}]*\}", re.IGNORECASE)
+_LINES = re.compile(r"\r\n|\r|\n")
 
 
-def _seconds(h: str, m: str, s: str, frac: str) -> float:
+def _srt_seconds(h: str, m: str, s: str, frac: str) -> float:
     return int(h) * 3600 + int(m) * 60 + int(s) + int(frac.ljust(3, "0")) / 1000.0
 
 
+def _looks_like_vtt(text: str) -> bool:
+    # WebVTT: optional BOM, then "WEBVTT" followed by end of line, space or tab (spec, 6.1).
+    return re.match(r"\ufeff?WEBVTT(?:[ \t\r\n]|$)", text) is not None
+
+
 def parse_srt(text: str) -> list[Cue]:
-    """Cues of an SRT (or WebVTT) document, in order. Malformed timing lines are an error."""
+    """Cues of an SRT document, in document order.
+
+    Text lines keep their line breaks; SubRip formatting tags and ASS override blocks are removed
+    (they style text, they are not text). Cues whose text is empty are skipped.
+
+    Raises:
+        SubtitleError: a block without a timing line, a malformed timing line, a cue that ends
+            before it starts, or a WebVTT document (read those with `parse_vtt`).
+    """
+    text = text.lstrip("\ufeff")
+    if _looks_like_vtt(text):
+        raise SubtitleError("this is a WebVTT document (it starts with 'WEBVTT'): read it with "
+                            "parse_vtt or parse_subtitles")
     cues: list[Cue] = []
-    blocks = re.split(r"\r?\n\s*\r?\n", text.replace("\ufeff", "").strip())
+    lines = _LINES.split(text.strip())
+    blocks = re.split(r"\n[ \t]*\n", "\n".join(lines))
     for block in blocks:
-        lines = [ln for ln in block.splitlines()]
+        lines = block.split("\n")
         idx = next((i for i, ln in enumerate(lines) if "-->" in ln), None)
         if idx is None:
-            if block.strip() and not block.strip().startswith(("WEBVTT", "NOTE", "STYLE")) \
-                    and not block.strip().isdigit():
+            if block.strip() and not block.strip().isdigit():
                 raise SubtitleError(f"subtitle block without a timing line: {block[:60]!r}")
             continue
-        m = _ARROW.match(lines[idx])
+        m = _SRT_ARROW.match(lines[idx])
         if not m:
             raise SubtitleError(f"bad subtitle timing line: {lines[idx]!r}")
-        start, end = _seconds(*m.groups()[:4]), _seconds(*m.groups()[4:])
+        start, end = _srt_seconds(*m.groups()[:4]), _srt_seconds(*m.groups()[4:])
         if end <= start:
             raise SubtitleError(f"subtitle ends before it starts: {lines[idx]!r}")
-        body = "\n".join(lines[idx + 1:]).strip()
+        body = "\n".join(ln for ln in (_SRT_MARKUP.sub("", ln).rstrip() for ln in lines[idx + 1:])
+                         if ln.strip()).strip()
         if body:
             cues.append(Cue(start, end, body))
     return cues
 
 
 def format_timestamp(seconds: float, sep: str = ",") -> str:
+    """``HH:MM:SS,mmm`` (``sep`` "." for WebVTT), rounded to the millisecond, negatives as 0."""
     ms = int(round(max(seconds, 0.0) * 1000))
     h, ms = divmod(ms, 3_600_000)
     m, ms = divmod(ms, 60_000)
@@ -56,10 +97,145 @@ def format_timestamp(seconds: float, sep: str = ",") -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
-def format_srt(cues: list[Cue]) -> str:
+def format_srt(cues: Sequence[Cue]) -> str:
+    """SubRip text of ``cues``, numbered from 1 in the given order."""
     return "".join(f"{i}\n{format_timestamp(c.start)} --> {format_timestamp(c.end)}\n{c.text}\n\n"
                    for i, c in enumerate(cues, start=1))
 
+
+# --- WebVTT ------------------------------------------------------------------------------------
+
+# A WebVTT timestamp (spec, "collect a WebVTT timestamp"): hours are optional and have any
+# number of digits, minutes and seconds are two digits below 60, the fraction is exactly three
+# digits after a full stop. Cue settings follow the end time.
+_VTT_TIME = r"(?:(\d+):)?([0-5]\d):([0-5]\d)\.(\d{3})(?!\d)"
+_VTT_TIMING = re.compile(rf"^{_VTT_TIME}[ \t]*-->[ \t]*{_VTT_TIME}[ \t]*(.*)$")
+# Cue-text tags: class spans <c.x>, voice <v Name>, language <lang en>, <b> <i> <u> <ruby> <rt>
+# and inner timestamps <00:01.000>; a tag runs to the next '>' or the end of the text (spec,
+# "cue text tokenizer"). Ruby text (<rt>) is an annotation drawn above its base, not inline text.
+_VTT_RUBY_TEXT = re.compile(r"<rt(?:[.\s][^>]*)?>.*?(?:</rt>|(?=</ruby>)|$)", re.DOTALL)
+_VTT_TAG = re.compile(r"<[^>]*(?:>|$)")
+_VTT_BLOCK_KEYWORDS = ("NOTE", "STYLE", "REGION")
+
+
+def _vtt_seconds(h: str | None, m: str, s: str, ms: str) -> float:
+    return int(h or 0) * 3600 + int(m) * 60 + int(s) + int(ms) / 1000.0
+
+
+def vtt_cue_text(payload: str) -> str:
+    """What a WebVTT cue payload displays: tags removed, character references decoded.
+
+    Lines are kept; a line left empty by its tags is dropped. ``&nbsp;`` becomes U+00A0.
+    """
+    plain = _VTT_TAG.sub("", _VTT_RUBY_TEXT.sub("", payload))
+    lines = (html.unescape(ln).rstrip() for ln in plain.split("\n"))
+    return "\n".join(ln for ln in lines if ln.strip())
+
+
+def _is_keyword_block(line: str, keyword: str) -> bool:
+    return line == keyword or line.startswith((keyword + " ", keyword + "\t"))
+
+
+def parse_vtt(text: str) -> list[Cue]:
+    """Cues of a WebVTT document, in document order (W3C WebVTT, section 6 parsing rules).
+
+    The header line and the header's other lines, NOTE, STYLE and REGION blocks and cue
+    identifiers are skipped. Cue settings (``align:start position:10%``) are accepted and not
+    used: mov_text and burn-in place every cue bottom-centred. Cue text is `vtt_cue_text`;
+    cues whose displayed text is empty are skipped.
+
+    Raises:
+        SubtitleError: no ``WEBVTT`` header, a malformed timing line, or a cue that does not end
+            after it starts (the spec drops such cues silently; here they are reported, so no
+            subtitle is lost without notice).
+    """
+    text = text.lstrip("\ufeff")
+    if not _looks_like_vtt(text):
+        raise SubtitleError("not a WebVTT document: it must start with 'WEBVTT'")
+    lines = _LINES.split(text)
+    i = 1
+    # The rest of the header block; a timing line ends it (spec: "collect a WebVTT block").
+    while i < len(lines) and lines[i].strip() and "-->" not in lines[i]:
+        i += 1
+    cues: list[Cue] = []
+    while i < len(lines):
+        if not lines[i].strip():
+            i += 1
+            continue
+        first = lines[i]
+        if any(_is_keyword_block(first, k) for k in _VTT_BLOCK_KEYWORDS) and "-->" not in first:
+            while i < len(lines) and lines[i].strip():
+                i += 1
+            continue
+        timing = first if "-->" in first else None
+        if timing is None:  # a cue identifier; the timing line must follow it
+            i += 1
+            if i >= len(lines) or "-->" not in lines[i]:
+                raise SubtitleError(f"WebVTT block without a timing line: {first[:60]!r}")
+            timing = lines[i]
+        m = _VTT_TIMING.match(timing.strip())
+        if not m:
+            raise SubtitleError(f"bad WebVTT timing line: {timing!r} (expected "
+                                "'[hh:]mm:ss.ttt --> [hh:]mm:ss.ttt [settings]')")
+        start, end = _vtt_seconds(*m.groups()[:4]), _vtt_seconds(*m.groups()[4:8])
+        if end <= start:
+            raise SubtitleError(f"subtitle ends before it starts: {timing!r}")
+        i += 1
+        payload: list[str] = []
+        # Cue text runs to a blank line, or to a line holding "-->", which starts the next cue.
+        while i < len(lines) and lines[i].strip() and "-->" not in lines[i]:
+            payload.append(lines[i])
+            i += 1
+        body = vtt_cue_text("\n".join(payload))
+        if body:
+            cues.append(Cue(start, end, body))
+    return cues
+
+
+def parse_subtitles(text: str) -> list[Cue]:
+    """Cues of an SRT or WebVTT document: WebVTT when it starts with the ``WEBVTT`` header
+    (after an optional byte-order mark), SRT otherwise. Errors as in `parse_srt`/`parse_vtt`."""
+    return parse_vtt(text) if _looks_like_vtt(text.lstrip("\ufeff")) else parse_srt(text)
+
+
+# --- What is on screen -------------------------------------------------------------------------
+
+def screen_cues(cues: Sequence[Cue]) -> list[Cue]:
+    """The cues as shown: non-overlapping intervals in time order, each showing every cue active
+    over it, one per line, in start order (document order among equal starts).
+
+    "first" 1-3 s with "second" 2-2.5 s gives 1-2 "first", 2-2.5 "first\\nsecond", 2.5-3 "first".
+    Formats that show one sample at a time (mov_text) and burn-in both display this list, so
+    an overlapping cue never hides another. Gaps stay gaps. O(n log n) in the number of cues.
+    """
+    order = sorted(range(len(cues)), key=lambda k: (cues[k].start, k))
+    rank = {k: r for r, k in enumerate(order)}
+    # (time, 0 = end before 1 = start at the same instant, cue)
+    events = sorted([(c.end, 0, k) for k, c in enumerate(cues)]
+                    + [(c.start, 1, k) for k, c in enumerate(cues)])
+    active: dict[int, Cue] = {}
+    out: list[Cue] = []
+    t = None
+    for time, kind, k in events:
+        if t is not None and time > t and active:
+            texts = [active[j].text for j in sorted(active, key=rank.__getitem__)]
+            out.append(Cue(t, time, "\n".join(texts)))
+        t = time
+        if kind:
+            active[k] = cues[k]
+        else:
+            active.pop(k, None)
+    return out
+
+
+def clip_cues(cues: Sequence[Cue], duration: float) -> list[Cue]:
+    """``cues`` limited to ``[0, duration)`` seconds: ends past it are cut to it, cues starting
+    at or after it are dropped, so a subtitle track never outlasts its video."""
+    return [Cue(max(c.start, 0.0), min(c.end, duration), c.text)
+            for c in cues if c.start < duration and c.end > 0]
+
+
+# --- mov_text ----------------------------------------------------------------------------------
 
 # The mov_text encoder will not open without an ASS header, although the samples are written
 # directly (see encode._mux_cues).
