@@ -50,7 +50,7 @@ def test_dropdowns_list_factory_models_not_profiles(tts_models):
 def test_profile_save_then_load_by_name_then_speak(tts_models):
     node = nodes_voice.SpinBotVoiceProfile()
     voice, ref_audio, text = node.build(REF_TEXT, nodes_voice.NO_PROFILE, "Narrator", True, 12.0,
-                                        tone_audio(3.0, 44100, channels=2))
+                                        tone_audio(3.0, 44100, channels=2))["result"]
     assert text == REF_TEXT and ref_audio["sample_rate"] == 24000
     assert ref_audio["waveform"].shape[:2] == (1, 1)
     loaded, _a, loaded_text = node.build("", "Narrator", "", False, 12.0, None)

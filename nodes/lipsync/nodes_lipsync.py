@@ -16,7 +16,7 @@ from .faces import DEFAULT_PACK, NO_FACE_POLICIES, Pads, find_pack, list_detecto
 from .paste import RESIZE_MODES, MouthRegion
 
 VIDEO = "SPINBOT_VIDEO"
-CATEGORY = "SpinBot/Lipsync"
+CATEGORY = "SpinBot/lipsync"
 FOLDER = "lipsync"
 SUFFIXES = (".pth", ".pt", ".safetensors")
 DEFAULT_MODEL = "wav2lip_gan.pth"

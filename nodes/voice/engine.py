@@ -163,8 +163,11 @@ def _crossfade_join(waves: list[np.ndarray], samples: int) -> np.ndarray:
 
 def synthesize_pieces(model: cfm.F5Model, vocoder: Vocos, profile: VoiceProfile,
                       ref_text: str, pieces: list[Piece], settings: Settings,
-                      on_step: Callable[[], None] | None = None) -> list[np.ndarray]:
-    """Waveform of each piece (float32, 24 kHz), batching pieces of equal length."""
+                      on_step: Callable[[int], None] | None = None) -> list[np.ndarray]:
+    """Waveform of each piece (float32, 24 kHz), batching pieces of equal length.
+
+    ``on_step(n)`` is called after every sampling step with the number of pieces that step
+    advanced (the batch size), so a progress bar of ``len(pieces) * nfe_steps`` ends full."""
     ref = profile.wave.float()
     rms = float(ref.square().mean().sqrt())
     gain = TARGET_RMS / rms if 0 < rms < TARGET_RMS else 1.0
@@ -186,7 +189,7 @@ def synthesize_pieces(model: cfm.F5Model, vocoder: Vocos, profile: VoiceProfile,
         def step(_i, _n):
             runtime.check_interrupted()
             if on_step is not None:
-                on_step()
+                on_step(len(items))
 
         mel = cfm.sample(model, cond.expand(len(items), -1, -1), ids, [p.frames for p in items],
                          steps=int(settings.nfe_steps), cfg_strength=float(settings.cfg_strength),
@@ -217,7 +220,7 @@ def synthesize(model: cfm.F5Model, vocoder: Vocos, profile: VoiceProfile,
     bar = progress or runtime.Progress(len(pieces) * int(settings.nfe_steps), "F5-TTS")
     try:
         waves = synthesize_pieces(model, vocoder, profile, ref_text, pieces, settings,
-                                  on_step=lambda: bar.update(1))
+                                  on_step=bar.update)
     finally:
         if own_bar:
             bar.close()

@@ -47,7 +47,9 @@ class SpinBotVoiceProfile:
     OUTPUT_TOOLTIPS = ("The voice profile for SpinBot F5-TTS.",
                        "The cleaned reference clip (24 kHz mono) to preview.",
                        "The transcript used (typed, loaded or from Whisper).")
-    OUTPUT_NODE = False
+    # An output node so the UI shows where a profile was saved. ComfyUI always runs output
+    # nodes, which is harmless here: with 'save' off (or no profile_name) nothing is written.
+    OUTPUT_NODE = True
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -99,7 +101,9 @@ class SpinBotVoiceProfile:
             voice = profiles.make_profile(audio, reference_text, name=profile_name.strip(),
                                           max_seconds=float(max_seconds))
         if save and profile_name.strip():
-            profiles.save_profile(voice, profile_name)
+            folder = profiles.save_profile(voice, profile_name)
+            return {"ui": {"text": [f"saved voice profile '{voice.name}' to {folder}"]},
+                    "result": (voice, voice.audio(), voice.text)}
         return (voice, voice.audio(), voice.text)
 
 
