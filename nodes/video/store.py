@@ -2,24 +2,45 @@
 
 A video lives in ``<temp>/spinbot_video/<key>/``: numbered ``chunk_*.npy`` files (uint8
 ``[n,H,W,3]``), an optional ``audio.npy`` (float32 ``[C,T]``, the full-rate master track) and
-``video.json``. The key is a hash of whatever produced the frames. A writer fills a private
-``<key>.partial-*`` folder and renames it into place only after the last byte is written, so a
-folder named by its key is always complete: a run that died half-way leaves nothing that looks
-finished, and a re-run with the same inputs finds the finished videos (segments) and reuses them.
+``video.json`` (sizes in bytes of every file, so a damaged folder is found by a few ``stat`` calls).
+The key is a hash of whatever produced the frames. A writer fills a private
+``<key>.partial-<host>-<pid>-<id>`` folder and renames it into place only after the last byte is
+written, so a folder named by its key is complete unless something damaged it later (a crash before
+the data reached the disk, a temp cleaner deleting old files); `load_video` detects that, discards
+the folder and returns None, so the next run rebuilds it. A re-run with the same inputs finds the
+finished videos (segments) and reuses them.
 
 Handles are cheap values. Joining videos (`concat_videos`) references the existing chunk files
 instead of copying them; chunk files are never modified after they are written.
+
+The store is bounded (`trim_store`, run after a video is finished): the least recently used
+folders go first until the store fits its cap (``SPINBOT_VIDEO_CACHE_GB``, default `store_cap`).
+A folder is never removed while it is *held*: a live `SpinBotVideo` of this process references
+one of its chunks (a joined video holds every source it references), a writer of this process
+fills it, or another process used it within `LEASE_S` (loading and reading refresh the folder's
+modification time, the lease; a daemon thread refreshes the leases of held folders). Leftovers of
+writers whose process is gone are removed. Removal renames a folder aside before deleting it and
+puts it back when its lease changed meanwhile, so a concurrent loader never gets half a folder.
+The same rules hold inside ComfyUI (whose temp folder is emptied at start-up) and standalone
+(``SPINBOT_TEMP_DIR`` or the system temp folder, never emptied by anyone else).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 import os
+import re
 import shutil
+import socket
+import threading
+import time
 import uuid
+import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -27,12 +48,44 @@ import torch
 from .. import runtime
 from ..media import MediaError, check_audio, images_to_uint8, make_audio, uint8_to_images
 
+log = logging.getLogger("spinbot.video")
+
 CHUNK_BYTES = 64 << 20  # ~64 MB per chunk: 24 frames of 720p, 10 of 1080p
 # Chunks are saved on a background thread while the stage computes the next frames; each writer
 # has at most one chunk in flight, so memory stays at two chunks.
 _SAVERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="spinbot-video-save")
 _MANIFEST = "video.json"
-_FORMAT_VERSION = 1
+# 2: video.json records the byte size of every chunk and of audio.npy. Folders of version 1 (or
+# of a newer pack) are treated like damaged ones: discarded and rebuilt.
+_FORMAT_VERSION = 2
+
+CACHE_ENV = "SPINBOT_VIDEO_CACHE_GB"
+# Default cap: at most 32 GB (a minute of 1080p frames is ~9.3 GB, so a few chained stages of a
+# long video fit) and at most half of what the store could grow to (free disk plus the store).
+DEFAULT_CAP_BYTES = 32 * 10**9
+DEFAULT_FREE_FRACTION = 0.5
+# How long a folder that another process loaded or read stays untouchable; held folders are
+# re-leased every LEASE_S / 5 seconds, so a live holder never lets its lease run out.
+LEASE_S = 15 * 60.0
+# A trim runs after a video is finished when the store may be over its cap, else at most this often.
+TRIM_INTERVAL_S = 60.0
+# Leftovers of a writer on another host (its process cannot be asked) are stale after a day.
+STALE_FOREIGN_S = 24 * 3600.0
+_TOUCH_EVERY_S = 10.0  # reads refresh a folder's lease at most this often
+_PARTIAL, _TRASH = ".partial-", ".trash-"
+_HOST = hashlib.blake2b(socket.gethostname().encode(), digest_size=4).hexdigest()
+_OWNER = re.compile(r"\.(partial|trash)-([0-9a-f]{8})-(\d+)-[0-9a-f]{8}$")
+
+# Process-wide bookkeeping; _LOCK orders loads against trims (both may run on several threads).
+_LOCK = threading.RLock()
+_LIVE: "weakref.WeakValueDictionary[int, SpinBotVideo]" = weakref.WeakValueDictionary()
+_WRITERS: "weakref.WeakValueDictionary[str, VideoWriter]" = weakref.WeakValueDictionary()
+_MINE: dict[str, int] = {}         # folder -> mtime_ns this process gave it (our own lease)
+_TOUCHED: dict[str, float] = {}    # folder -> monotonic time of our last touch
+_SIZES: dict[str, tuple[int, int]] = {}    # finished folder -> (inode, bytes); folders never change
+_ESTIMATE: dict[str, tuple[int, float]] = {}  # store root -> (bytes after the last trim + writes, when)
+_heartbeat: threading.Thread | None = None
+_warned_cap = False
 
 
 def video_root() -> str:
@@ -95,6 +148,17 @@ class SpinBotVideo:
     key: str = ""
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        _register(self)
+
+    def __setstate__(self, state: dict) -> None:  # unpickled (or copied) handles hold too
+        self.__dict__.update(state)
+        _register(self)
+
+    def folders(self) -> set[str]:
+        """The store folders this video's chunks live in (one, or several for a joined video)."""
+        return {os.path.dirname(c.path) for c in self.chunks}
+
     @property
     def frame_count(self) -> int:
         return sum(c.count for c in self.chunks)
@@ -116,11 +180,24 @@ class SpinBotVideo:
         return hash(self.identity())
 
     def check(self) -> None:
-        missing = [c.path for c in self.chunks if not os.path.exists(c.path)]
-        if missing:
-            raise MediaError(
-                f"the frames of this video are gone from the temp folder ({missing[0]}); ComfyUI "
-                "clears its temp folder at start-up, so queue the workflow again to rebuild them")
+        """Raise MediaError when a chunk file is missing or shorter than its frames (cheap: stat)."""
+        frame_bytes = self.width * self.height * 3
+        for chunk in self.chunks:
+            try:
+                short = os.path.getsize(chunk.path) < chunk.count * frame_bytes
+            except OSError:
+                short = None
+            if short is not False:
+                what = "gone from" if short is None else "damaged in"
+                raise MediaError(
+                    f"the frames of this video are {what} the temp folder ({chunk.path}); ComfyUI "
+                    "clears its temp folder at start-up and files there can be cleaned up or "
+                    "damaged, so queue the workflow again to rebuild them")
+        self._touch()
+
+    def _touch(self) -> None:
+        for folder in self.folders():
+            _touch(folder)
 
     def iter_chunks(self) -> Iterator[np.ndarray]:
         """Yield uint8 ``[n,H,W,3]`` arrays, one stored chunk at a time (memory-mapped)."""
@@ -194,13 +271,18 @@ class VideoWriter:
             raise MediaError(f"fps must be positive, got {fps}")
         self.key = key
         self.fps = float(fps)
-        self.final_dir = os.path.join(video_root(), key)
-        self.dir = os.path.join(video_root(), f"{key}.partial-{uuid.uuid4().hex[:8]}")
+        root = video_root()
+        self.final_dir = os.path.join(root, key)
+        _clear_leftovers(root, key)  # a crashed earlier writer of this video
+        self.dir = os.path.join(root, f"{key}{_PARTIAL}{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        with _LOCK:  # registered before it exists: a trim never takes it for a dead writer's
+            _WRITERS[self.dir] = self
         os.makedirs(self.dir)
         self._chunk_frames = chunk_frames
         self._pending: list[np.ndarray] = []
         self._pending_count = 0
         self._chunks: list[tuple[str, int]] = []
+        self._sizes: dict[str, int] = {}
         self._saving: Future | None = None
         self.width = self.height = 0
         self.frames_written = 0
@@ -251,6 +333,7 @@ class VideoWriter:
         tmp = os.path.join(self.dir, name + ".tmp")
         with open(tmp, "wb") as f:
             np.save(f, data)
+            self._sizes[name] = f.tell()
         os.replace(tmp, os.path.join(self.dir, name))
 
     def _wait_saved(self) -> None:
@@ -261,28 +344,52 @@ class VideoWriter:
 
     def finish(self, audio: dict | None = None, segments: list[dict] | None = None,
                extra: dict | None = None) -> SpinBotVideo:
-        """Write the rest, mark the video complete and return its handle."""
+        """Write the rest, mark the video complete and return its handle.
+
+        An intact video already stored under the key (another writer finished first) is kept and
+        returned; a damaged one is replaced. Afterwards the store is trimmed to its cap.
+        Raises MediaError when no frames were written or the folder cannot be put in place.
+        """
         self._flush()
         self._wait_saved()
         if not self._chunks:
             self.abort()
             raise MediaError("no frames were written")
         meta = {"version": _FORMAT_VERSION, "fps": self.fps, "width": self.width,
-                "height": self.height, "chunks": self._chunks, "segments": segments,
-                "extra": extra or {}, "audio_rate": None}
+                "height": self.height,
+                "chunks": [[name, n, self._sizes[name]] for name, n in self._chunks],
+                "segments": segments, "extra": extra or {}, "audio_rate": None, "audio_bytes": 0}
         if audio is not None:
             wave, rate = check_audio(audio, "video audio")
-            np.save(os.path.join(self.dir, "audio.npy"), wave.numpy().astype(np.float32))
+            with open(os.path.join(self.dir, "audio.npy"), "wb") as f:
+                np.save(f, wave.numpy().astype(np.float32))
+                meta["audio_bytes"] = f.tell()
             meta["audio_rate"] = rate
         with open(os.path.join(self.dir, _MANIFEST), "w", encoding="utf-8") as f:
             json.dump(meta, f)
-        try:
-            os.rename(self.dir, self.final_dir)
-        except OSError:  # an identical video finished first: keep that one
-            shutil.rmtree(self.dir, ignore_errors=True)
+            written = sum(self._sizes.values()) + meta["audio_bytes"] + f.tell()
+        for _attempt in range(3):
+            try:
+                os.rename(self.dir, self.final_dir)
+                break
+            except OSError:
+                # Something is in the way: an intact video from a writer that finished first is
+                # kept (ours is a duplicate); a damaged one is discarded by load_video, then retry.
+                existing = load_video(self.key)
+                if existing is not None:
+                    self.abort()
+                    return existing
+        else:
+            self.abort()
+            raise MediaError(f"video {self.key} could not be stored in {video_root()}: "
+                             f"{self.final_dir} is in the way and could not be removed")
+        with _LOCK:
+            _WRITERS.pop(self.dir, None)
         loaded = load_video(self.key)
         if loaded is None:
-            raise MediaError(f"video {self.key} could not be stored in {video_root()}")
+            raise MediaError(f"video {self.key} could not be stored in {video_root()}: it was "
+                             "damaged or removed right after it was written")
+        _after_write(os.path.dirname(self.final_dir), self.key, written)
         return loaded
 
     def abort(self) -> None:
@@ -291,25 +398,100 @@ class VideoWriter:
         except Exception:  # noqa: BLE001 - the error that made us abort is the one to report
             pass
         shutil.rmtree(self.dir, ignore_errors=True)
+        with _LOCK:
+            _WRITERS.pop(self.dir, None)
+
+
+class _Damaged(Exception):
+    """A keyed folder that is not a complete video (the message says why)."""
+
+
+def _read_folder(directory: str) -> dict | None:
+    """The validated manifest of a keyed folder; None when there is no such folder.
+
+    Cheap: one small JSON read plus a stat per file; sizes must match the manifest exactly.
+    Raises _Damaged for a folder that exists but is not a complete video of this format.
+    """
+    try:
+        with open(os.path.join(directory, _MANIFEST), "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        if os.path.isdir(directory):
+            raise _Damaged(f"no {_MANIFEST}") from None
+        return None
+    except OSError as e:
+        raise _Damaged(f"{_MANIFEST} cannot be read ({e})") from None
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        raise _Damaged(f"{_MANIFEST} is not valid JSON") from None
+    if not isinstance(meta, dict) or meta.get("version") != _FORMAT_VERSION:
+        version = meta.get("version") if isinstance(meta, dict) else None
+        raise _Damaged(f"format version {version!r}, this pack writes {_FORMAT_VERSION}")
+    try:
+        fps, width, height = float(meta["fps"]), int(meta["width"]), int(meta["height"])
+        chunks = [(str(name), int(n), int(size)) for name, n, size in meta["chunks"]]
+        rate, audio_bytes = meta.get("audio_rate"), int(meta.get("audio_bytes") or 0)
+        segments, extra = meta.get("segments"), meta.get("extra") or {}
+        if not (fps > 0 and width > 0 and height > 0 and chunks and isinstance(extra, dict)
+                and (segments is None or isinstance(segments, list))
+                and (rate is None or (isinstance(rate, int) and rate > 0))):
+            raise ValueError
+    except (KeyError, TypeError, ValueError):
+        raise _Damaged(f"{_MANIFEST} does not describe a video") from None
+    files = []
+    for name, n, size in chunks:
+        payload = n * width * height * 3
+        # np.save adds a header of at most 64 KiB (format 1.0) in front of the frames.
+        if os.path.basename(name) != name or n < 1 or not payload < size <= payload + 65536:
+            raise _Damaged(f"{_MANIFEST} lists an impossible chunk {name!r}")
+        files.append((name, size))
+    if rate is not None:
+        files.append(("audio.npy", audio_bytes))
+    for name, size in files:
+        try:
+            actual = os.stat(os.path.join(directory, name)).st_size
+        except FileNotFoundError:
+            if not os.path.isdir(directory):  # removed while we looked: absent, not damaged
+                return None
+            raise _Damaged(f"{name} is missing") from None
+        if actual != size:
+            raise _Damaged(f"{name} has {actual} bytes, {size} were written")
+    meta["chunks"] = chunks
+    return meta
 
 
 def load_video(key: str) -> SpinBotVideo | None:
-    """The complete video stored under ``key``, or None when there is none."""
+    """The complete video stored under ``key``, or None when there is none.
+
+    A folder that is damaged (missing or short files, an unreadable or foreign ``video.json``) is
+    logged, removed and reported as None, so the caller rebuilds it. Loading renews the lease.
+    """
     directory = os.path.join(video_root(), key)
-    manifest = os.path.join(directory, _MANIFEST)
-    if not os.path.exists(manifest):
-        return None
-    with open(manifest, encoding="utf-8") as f:
-        meta = json.load(f)
-    chunks = tuple(Chunk(os.path.join(directory, name), int(n)) for name, n in meta["chunks"])
-    if meta.get("version") != _FORMAT_VERSION or not all(os.path.exists(c.path) for c in chunks):
-        return None
-    audio = None
-    if meta.get("audio_rate"):
-        audio = make_audio(np.load(os.path.join(directory, "audio.npy")), meta["audio_rate"])
-    segments = tuple(meta["segments"]) if meta.get("segments") is not None else None
-    return SpinBotVideo(fps=meta["fps"], width=meta["width"], height=meta["height"], chunks=chunks,
-                        audio=audio, segments=segments, key=key, extra=meta.get("extra") or {})
+    with _LOCK:  # a trim on another thread must not remove the folder between the checks and use
+        if not _touch(directory, force=True):
+            return None
+        try:
+            meta = _read_folder(directory)
+            if meta is None:
+                return None
+            audio = None
+            if meta.get("audio_rate"):
+                try:
+                    wave = np.load(os.path.join(directory, "audio.npy"))
+                except (OSError, ValueError) as e:
+                    raise _Damaged(f"audio.npy cannot be read ({e})") from None
+                audio = make_audio(wave, meta["audio_rate"])
+        except _Damaged as e:
+            log.warning("stored video %s is damaged (%s); it is removed and will be rebuilt",
+                        directory, e)
+            _remove(directory)
+            return None
+        chunks = tuple(Chunk(os.path.join(directory, name), n) for name, n, _size in meta["chunks"])
+        segments = tuple(meta["segments"]) if meta.get("segments") is not None else None
+        return SpinBotVideo(fps=float(meta["fps"]), width=int(meta["width"]),
+                            height=int(meta["height"]), chunks=chunks, audio=audio,
+                            segments=segments, key=key, extra=meta.get("extra") or {})
 
 
 def write_video(key: str, fps: float, frames: Iterator[np.ndarray | torch.Tensor],
@@ -339,3 +521,284 @@ def concat_videos(videos: list[SpinBotVideo], audio: dict | None = None,
     key = content_key("concat", [v.identity() for v in videos])
     return SpinBotVideo(fps=first.fps, width=first.width, height=first.height, chunks=chunks,
                         audio=audio, segments=None if segments is None else tuple(segments), key=key)
+
+
+
+# --------------------------------------------------------------------------- size cap and clean-up
+
+@dataclass(frozen=True)
+class TrimReport:
+    """What one `trim_store` pass did. Sizes in bytes (apparent file sizes)."""
+
+    cap: int
+    before: int
+    after: int
+    removed: tuple[str, ...]  # folder names: evicted videos and stale leftovers
+    held: int                 # folders that could not be removed because they are held
+    seconds: float
+
+
+def store_cap(store_bytes: int, root: str | None = None) -> int:
+    """The size in bytes the store is trimmed to.
+
+    ``SPINBOT_VIDEO_CACHE_GB`` (decimal gigabytes, 0 or more) when set; otherwise the smaller of
+    `DEFAULT_CAP_BYTES` and `DEFAULT_FREE_FRACTION` of what the store could grow to (the free space
+    on its disk plus ``store_bytes``, the store's current size). An invalid setting is logged once
+    and the default is used: trimming is housekeeping and never fails a finished stage.
+    """
+    global _warned_cap
+    value = os.environ.get(CACHE_ENV, "").strip()
+    if value:
+        try:
+            gb = float(value)
+            if math.isfinite(gb) and gb >= 0:
+                return int(gb * 1e9)
+        except ValueError:
+            pass
+        if not _warned_cap:
+            _warned_cap = True
+            log.warning("%s=%r is not a number of gigabytes (0 or more); using the default cap",
+                        CACHE_ENV, value)
+    free = shutil.disk_usage(root or video_root()).free
+    return int(min(DEFAULT_CAP_BYTES, DEFAULT_FREE_FRACTION * (free + store_bytes)))
+
+
+def held_folders() -> set[str]:
+    """Store folders this process must keep: those of live videos and of running writers."""
+    with _LOCK:
+        videos = list(_LIVE.values())
+        held = set(_WRITERS.keys())
+    for video in videos:
+        held.update(video.folders())
+    return held
+
+
+def refresh_leases() -> int:
+    """Renew the lease of every held finished folder (the heartbeat calls this); returns how many."""
+    count = 0
+    for folder in held_folders():
+        if _PARTIAL not in os.path.basename(folder) and _touch(folder, force=True):
+            count += 1
+    return count
+
+
+def trim_store(cap: int | None = None, keep: Iterable[str] = ()) -> TrimReport:
+    """Remove stale leftovers, then least recently used videos until the store fits ``cap``.
+
+    ``cap`` in bytes defaults to `store_cap`; ``keep`` names keys that stay regardless. Held
+    folders (`held_folders`) and folders another process used within `LEASE_S` are never removed,
+    so the store can stay above the cap while they are in use.
+    """
+    tick = time.perf_counter()
+    root = video_root()
+    removed: list[str] = []
+    with _LOCK:
+        held = held_folders() | {os.path.join(root, k) for k in keep}
+        before = 0
+        videos: list[tuple[int, str, int]] = []
+        try:
+            entries = list(os.scandir(root))
+        except FileNotFoundError:
+            entries = []
+        for entry in entries:
+            try:
+                if not entry.is_dir(follow_symlinks=False):
+                    continue
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if _PARTIAL in entry.name or _TRASH in entry.name:
+                size = _tree_size(entry.path)
+                before += size
+                if entry.path not in held and _leftover_is_stale(entry.path, entry.name, st):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                    removed.append(entry.name)
+                    size = 0
+                videos.append((-1, entry.path, size))  # counted, never evicted
+                continue
+            size = _folder_size(entry.path, st)
+            before += size
+            videos.append((st.st_mtime_ns, entry.path, size))
+        total = sum(size for _m, _p, size in videos)
+        cap = store_cap(total, root) if cap is None else int(cap)
+        now_ns = time.time_ns()
+        lease_ns = int(LEASE_S * 1e9)
+        blocked = 0
+        for mtime_ns, path, size in sorted(videos):
+            if total <= cap:
+                break
+            if mtime_ns < 0:
+                continue
+            if path in held:
+                blocked += 1
+                continue
+            if _MINE.get(path) != mtime_ns and now_ns - mtime_ns < lease_ns:
+                blocked += 1  # another process loaded or read it lately
+                continue
+            if _evict(path, mtime_ns):
+                total -= size
+                removed.append(os.path.basename(path))
+        _ESTIMATE[root] = (total, time.monotonic())
+        present = {entry.path for entry in entries}.difference(
+            os.path.join(root, name) for name in removed)
+        for table in (_MINE, _TOUCHED, _SIZES):  # forget folders of this root that are gone
+            for path in [p for p in table if os.path.dirname(p) == root and p not in present]:
+                del table[path]
+    report = TrimReport(cap=cap, before=before, after=total, removed=tuple(removed), held=blocked,
+                        seconds=time.perf_counter() - tick)
+    if removed:
+        log.info("video store %s: %.1f MB -> %.1f MB (cap %.1f MB), removed %d folders in %.3fs",
+                 root, before / 1e6, total / 1e6, cap / 1e6, len(removed), report.seconds)
+    return report
+
+
+def _after_write(root: str, key: str, added: int) -> None:
+    """Trim after a video is finished: whenever the store may be over its cap, else at most every
+    `TRIM_INTERVAL_S` (other processes' writes are seen then)."""
+    try:
+        with _LOCK:
+            estimate, last = _ESTIMATE.get(root, (None, -math.inf))
+            if estimate is not None:
+                estimate += added
+                _ESTIMATE[root] = (estimate, last)
+            due = (estimate is None or time.monotonic() - last >= TRIM_INTERVAL_S
+                   or estimate > store_cap(estimate, root))
+            if due:
+                trim_store(keep=(key,))
+    except Exception:  # noqa: BLE001 - housekeeping must never lose the video just written
+        log.warning("trimming the video store %s failed", root, exc_info=True)
+
+
+def _register(video: SpinBotVideo) -> None:
+    global _heartbeat
+    with _LOCK:  # trims list the live videos on other threads
+        _LIVE[id(video)] = video
+    if _heartbeat is None:
+        with _LOCK:
+            if _heartbeat is None:
+                _heartbeat = threading.Thread(target=_renew_forever, name="spinbot-video-lease",
+                                              daemon=True)
+                _heartbeat.start()
+
+
+def _renew_forever() -> None:
+    while True:
+        time.sleep(max(LEASE_S / 5, 1.0))
+        try:
+            refresh_leases()
+        except Exception:  # noqa: BLE001 - a failed renewal is retried on the next beat
+            log.debug("renewing video leases failed", exc_info=True)
+
+
+def _touch(folder: str, force: bool = False) -> bool:
+    """Renew ``folder``'s lease (its mtime); False when the folder is gone."""
+    now = time.monotonic()
+    if not force and now - _TOUCHED.get(folder, -math.inf) < _TOUCH_EVERY_S:
+        return True
+    try:
+        os.utime(folder)
+        mtime = os.stat(folder).st_mtime_ns
+    except FileNotFoundError:
+        return False
+    except OSError:  # e.g. another user's folder on a shared temp: usable, not ours to lease
+        return os.path.exists(folder)
+    _MINE[folder] = mtime
+    _TOUCHED[folder] = now
+    return True
+
+
+def _evict(path: str, seen_mtime_ns: int) -> bool:
+    """Remove a finished folder unless someone renewed its lease since ``seen_mtime_ns``."""
+    trash = f"{path}{_TRASH}{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        os.rename(path, trash)  # atomic: a loader sees the whole folder or none
+        renewed = os.stat(trash).st_mtime_ns != seen_mtime_ns
+    except OSError:
+        return False
+    if renewed:  # loaded by another process while we decided: give it back
+        try:
+            os.rename(trash, path)
+            return False
+        except OSError:  # a fresh copy took its place meanwhile: ours is spare
+            pass
+    shutil.rmtree(trash, ignore_errors=True)
+    return True
+
+
+def _remove(path: str) -> None:
+    """Discard a damaged keyed folder (or a stray file under a key's name)."""
+    trash = f"{path}{_TRASH}{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        os.rename(path, trash)
+    except OSError:
+        return
+    if os.path.isdir(trash):
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        try:
+            os.remove(trash)
+        except OSError:
+            pass
+    for table in (_MINE, _TOUCHED, _SIZES):
+        table.pop(path, None)
+
+
+def _clear_leftovers(root: str, key: str) -> None:
+    """Remove stale partial/trash folders of ``key`` (a crashed earlier writer of the same video)."""
+    prefixes = (key + _PARTIAL, key + _TRASH)
+    try:
+        entries = [e for e in os.scandir(root) if e.name.startswith(prefixes)]
+    except OSError:
+        return
+    with _LOCK:
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if entry.path not in _WRITERS and _leftover_is_stale(entry.path, entry.name, st):
+                shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _leftover_is_stale(path: str, name: str, st: os.stat_result) -> bool:
+    """Whether a partial or trash folder's owner is gone: its process on this host has ended (or
+    is this process, which no longer writes it), or it comes from another host (or an older pack)
+    and has not changed for `STALE_FOREIGN_S` (a writer adds a chunk file now and then; a folder
+    becomes trash by a rename, which sets its ctime, not its mtime)."""
+    owner = _OWNER.search(name)
+    if owner and owner.group(2) == _HOST:
+        pid = int(owner.group(3))
+        if pid == os.getpid():
+            return path not in _WRITERS
+        return not _pid_alive(pid)
+    changed = max(st.st_mtime, st.st_ctime) if owner and owner.group(1) == "trash" else st.st_mtime
+    return time.time() - changed > STALE_FOREIGN_S
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        import psutil
+
+        return psutil.pid_exists(pid)
+    except Exception:  # noqa: BLE001 - when unsure, keep the folder
+        return True
+
+
+def _folder_size(path: str, st: os.stat_result) -> int:
+    cached = _SIZES.get(path)
+    if cached is not None and cached[0] == st.st_ino:
+        return cached[1]
+    size = _tree_size(path)
+    _SIZES[path] = (st.st_ino, size)
+    return size
+
+
+def _tree_size(path: str) -> int:
+    total = 0
+    for folder, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_size
+            except OSError:
+                pass
+    return total
