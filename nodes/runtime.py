@@ -137,6 +137,12 @@ def output_dir() -> str:
 
 
 def temp_dir() -> str:
+    """The folder for intermediate files (created if missing), an absolute path.
+
+    Inside ComfyUI its temp folder, which ComfyUI empties at start-up; standalone
+    ``SPINBOT_TEMP_DIR`` or ``<system temp>/spinbot``, which nobody empties. Either way the video
+    store under it is kept bounded by ``video.store.trim_store`` (cap, LRU, stale leftovers).
+    """
     if IN_COMFYUI:
         path = _folder_paths.get_temp_directory()
     else:
