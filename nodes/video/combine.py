@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .. import runtime
-from ..media import MediaError, check_audio, check_image, fit_length, images_to_uint8
+from ..media import MediaError, check_audio, check_image, images_to_uint8
 from ..outputs import safe_output_path
 from .encode import (EncodeResult, fps_fraction, mux_mp4, padded_frames, plan_lengths,
                      prepare_audio)
@@ -61,7 +61,7 @@ def combine_to_mp4(images: torch.Tensor | None = None, video: SpinBotVideo | Non
         wave, rate = check_audio(audio)
         extra, samples, length_notes = plan_lengths(frames, fps, wave.shape[-1], rate, length_policy)
         notes.extend(length_notes)
-        audio_data = prepare_audio(fit_length(wave, samples), rate, loudness_lufs, notes)
+        audio_data = prepare_audio(wave, rate, loudness_lufs, notes, samples=samples)
     if width % 2 or height % 2:
         notes.append(f"size: {width}x{height} padded to {width + width % 2}x{height + height % 2} "
                      "for yuv420p")

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .. import runtime
-from ..media import MediaError, normalize_loudness, pad_to_even, resample, to_channels
+from ..media import MediaError, fit_length, mix_channels, normalize_loudness, pad_to_even, resample
 from ..outputs import partial_path
 from .subtitles import ASS_HEADER, Cue, screen_cues
 
@@ -57,17 +57,35 @@ def fps_fraction(fps: float) -> Fraction:
 
 
 def prepare_audio(wave: torch.Tensor, rate: int, loudness_lufs: float | None,
-                  notes: list[str]) -> tuple[np.ndarray, int]:
-    """Master audio -> float32 ``[C,T]`` (mono or stereo) at an AAC sample rate, normalised."""
+                  notes: list[str], samples: int | None = None) -> tuple[np.ndarray, int]:
+    """Master audio ``[C,T]`` at ``rate`` -> float32 ``[C,T']`` (mono or stereo) at an AAC rate.
+
+    ``samples`` (at ``rate``; None keeps the length) is the length to write: longer audio is cut
+    to it first, then the loudness is measured and set on what is left, and only then is it
+    padded with silence to that length, so trailing silence never lowers the measurement and a
+    short clip under a long video is not raised by it. More than two channels are downmixed by
+    layout (`media.mix_channels`, BS.775 coefficients). Notes say what was done, including
+    any samples still over full scale that had to be clipped.
+    """
     if wave.shape[0] > 2:
-        notes.append(f"audio: {wave.shape[0]} channels downmixed to stereo")
-        wave = to_channels(wave, 1).expand(2, -1)
+        wave, note = mix_channels(wave, 2)
+        notes.append(note)
+    if samples is not None:
+        wave = wave[..., :samples]
     if rate not in AAC_RATES:
         notes.append(f"audio: resampled {rate} Hz -> 48000 Hz (AAC has no {rate} Hz)")
+        if samples is not None:  # resample_poly's output length, ceil(n * 48000 / rate)
+            samples = -(-samples * 48000 // rate)
         wave, rate = resample(wave, rate, 48000), 48000
     if loudness_lufs is not None:
         wave, note = normalize_loudness(wave, rate, loudness_lufs)
         notes.append(note)
+    if samples is not None:
+        wave = fit_length(wave, samples)
+    over = int((wave.abs() > 1.0).sum())
+    if over:
+        notes.append(f"audio: {over} samples above full scale (peak "
+                     f"{20 * math.log10(float(wave.abs().max())):+.1f} dBFS) clipped")
     return np.ascontiguousarray(wave.clamp(-1.0, 1.0).numpy(), dtype=np.float32), rate
 
 

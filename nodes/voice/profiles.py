@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .. import runtime
-from ..media import MediaError, check_audio, normalize_loudness, resample, to_channels
+from ..media import MediaError, check_audio, mix_channels, normalize_loudness, resample, to_channels
 
 log = logging.getLogger("spinbot.voice")
 
@@ -108,10 +108,11 @@ def prepare_reference(audio: dict, max_seconds: float = MAX_SECONDS,
     """AUDIO -> (float32 [T] at 24 kHz, notes). Raises VoiceError for silence or < 2 s of sound."""
     wave, rate = check_audio(audio, "reference audio")
     notes: list[str] = []
-    if wave.shape[0] > 1:
-        notes.append(f"reference had {wave.shape[0]} channels: mixed down to mono")
-    mono = to_channels(wave, 1)
-    clipped = _clipping(mono[0].numpy())
+    # Clipping is a property of each recorded channel; a mix can hide it (or fake it).
+    clipped = max(_clipping(channel) for channel in wave.numpy())
+    mono, note = mix_channels(wave, 1)
+    if note:
+        notes.append(f"reference {note}")
     if clipped > 1e-4:
         notes.append(f"reference audio is clipped ({clipped:.2%} of samples at full scale): "
                      "record again at a lower level for a cleaner voice")
