@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 import torch
 
-from spinbot.nodes import runtime
 from spinbot.nodes.media import MediaError
 from spinbot.nodes.video import store
 from spinbot.nodes.video.nodes_video import SpinBotImagesToVideo
@@ -187,7 +186,7 @@ def test_leftovers_of_crashed_writers_are_removed_and_live_ones_kept(cap):
         _leftover(f"k1.partial-{host}-{dead_pid()}-{uuid.uuid4().hex[:8]}"),  # its process ended
         _leftover(f"k2.trash-{host}-{dead_pid()}-{uuid.uuid4().hex[:8]}"),
         _leftover(f"k3.partial-{host}-{me}-{uuid.uuid4().hex[:8]}"),  # ours, but no writer fills it
-        _leftover(f"k4.partial-0badc0de-123-{uuid.uuid4().hex[:8]}", age_s=stale),  # other host, old
+        _leftover(f"k4.partial-0badc0de-1-{uuid.uuid4().hex[:8]}", age_s=stale),  # other host, old
         _leftover("k5.partial-1a2b3c4d", age_s=stale),  # an older pack's name, old
     ]
     kept = [
@@ -243,10 +242,12 @@ def test_damaged_keyed_folder_is_rebuilt_on_the_next_run(damage, caplog, monkeyp
         open(folder, "wb").write(b"junk")
     caplog.set_level("WARNING", "spinbot.video")
     (again,) = SpinBotImagesToVideo().convert(images, 25.0, audio=audio)
-    assert torch.allclose(torch.from_numpy(again.read()).float() / 255, images, atol=0.5 / 255 + 1e-6)
+    frames = torch.from_numpy(again.read()).float() / 255
+    assert torch.allclose(frames, images, atol=0.5 / 255 + 1e-6)
     assert again.audio["waveform"].shape == (1, 1, 12800)
     assert torch.equal(again.audio["waveform"], audio["waveform"])
-    assert os.path.dirname(again.chunks[0].path) == folder and store.load_video(again.key) is not None
+    assert os.path.dirname(again.chunks[0].path) == folder
+    assert store.load_video(again.key) is not None
     assert [e for e in entries() if "." in e] == []  # no partial or trash leftovers
     assert "is damaged" in caplog.text
     (third,) = SpinBotImagesToVideo().convert(images, 25.0, audio=audio)
@@ -289,8 +290,10 @@ def test_two_threads_writing_one_key_get_one_intact_video():
         barrier.wait()
         yield numbered(6, offset=7)
 
-    threads = [threading.Thread(target=lambda: results.append(store.write_video("same", 25, frames())))
-               for _ in range(2)]
+    def write():
+        results.append(store.write_video("same", 25, frames()))
+
+    threads = [threading.Thread(target=write) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:

@@ -83,7 +83,7 @@ _WRITERS: "weakref.WeakValueDictionary[str, VideoWriter]" = weakref.WeakValueDic
 _MINE: dict[str, int] = {}         # folder -> mtime_ns this process gave it (our own lease)
 _TOUCHED: dict[str, float] = {}    # folder -> monotonic time of our last touch
 _SIZES: dict[str, tuple[int, int]] = {}    # finished folder -> (inode, bytes); folders never change
-_ESTIMATE: dict[str, tuple[int, float]] = {}  # store root -> (bytes after the last trim + writes, when)
+_ESTIMATE: dict[str, tuple[int, float]] = {}  # root -> (bytes at the last trim + writes, its time)
 _heartbeat: threading.Thread | None = None
 _warned_cap = False
 
@@ -180,7 +180,7 @@ class SpinBotVideo:
         return hash(self.identity())
 
     def check(self) -> None:
-        """Raise MediaError when a chunk file is missing or shorter than its frames (cheap: stat)."""
+        """Raise MediaError when a chunk file is missing or shorter than its frames (by stat)."""
         frame_bytes = self.width * self.height * 3
         for chunk in self.chunks:
             try:
@@ -274,7 +274,8 @@ class VideoWriter:
         root = video_root()
         self.final_dir = os.path.join(root, key)
         _clear_leftovers(root, key)  # a crashed earlier writer of this video
-        self.dir = os.path.join(root, f"{key}{_PARTIAL}{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        owner = f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.dir = os.path.join(root, f"{key}{_PARTIAL}{owner}")
         with _LOCK:  # registered before it exists: a trim never takes it for a dead writer's
             _WRITERS[self.dir] = self
         os.makedirs(self.dir)
@@ -372,17 +373,18 @@ class VideoWriter:
             try:
                 os.rename(self.dir, self.final_dir)
                 break
-            except OSError:
+            except OSError as e:
                 # Something is in the way: an intact video from a writer that finished first is
                 # kept (ours is a duplicate); a damaged one is discarded by load_video, then retry.
+                failure = e
                 existing = load_video(self.key)
                 if existing is not None:
                     self.abort()
                     return existing
         else:
             self.abort()
-            raise MediaError(f"video {self.key} could not be stored in {video_root()}: "
-                             f"{self.final_dir} is in the way and could not be removed")
+            raise MediaError(f"video {self.key} could not be stored in {video_root()}: renaming "
+                             f"the finished folder into place failed ({failure})")
         with _LOCK:
             _WRITERS.pop(self.dir, None)
         loaded = load_video(self.key)
@@ -509,7 +511,11 @@ def write_video(key: str, fps: float, frames: Iterator[np.ndarray | torch.Tensor
 
 def concat_videos(videos: list[SpinBotVideo], audio: dict | None = None,
                   segments: list[dict] | None = None) -> SpinBotVideo:
-    """Join videos of one size and fps by referencing their chunks (no frame is copied)."""
+    """Join videos of one size and fps by referencing their chunks (no frame is copied).
+
+    While the joined handle lives it holds every source folder it references, so a trim keeps
+    them even after the source handles are gone. Raises MediaError for no videos or a mismatch.
+    """
     if not videos:
         raise MediaError("no videos to join")
     first = videos[0]
@@ -520,8 +526,8 @@ def concat_videos(videos: list[SpinBotVideo], audio: dict | None = None,
     chunks = tuple(c for v in videos for c in v.chunks)
     key = content_key("concat", [v.identity() for v in videos])
     return SpinBotVideo(fps=first.fps, width=first.width, height=first.height, chunks=chunks,
-                        audio=audio, segments=None if segments is None else tuple(segments), key=key)
-
+                        audio=audio, segments=None if segments is None else tuple(segments),
+                        key=key)
 
 
 # --------------------------------------------------------------------------- size cap and clean-up
@@ -534,7 +540,7 @@ class TrimReport:
     before: int
     after: int
     removed: tuple[str, ...]  # folder names: evicted videos and stale leftovers
-    held: int                 # folders that could not be removed because they are held
+    held: int                 # videos the pass had to skip: held here or leased by another process
     seconds: float
 
 
@@ -574,7 +580,7 @@ def held_folders() -> set[str]:
 
 
 def refresh_leases() -> int:
-    """Renew the lease of every held finished folder (the heartbeat calls this); returns how many."""
+    """Renew the lease of every held finished folder (the heartbeat calls this); the count."""
     count = 0
     for folder in held_folders():
         if _PARTIAL not in os.path.basename(folder) and _touch(folder, force=True):
@@ -702,8 +708,9 @@ def _touch(folder: str, force: bool = False) -> bool:
         return False
     except OSError:  # e.g. another user's folder on a shared temp: usable, not ours to lease
         return os.path.exists(folder)
-    _MINE[folder] = mtime
-    _TOUCHED[folder] = now
+    with _LOCK:  # a trim iterates these tables
+        _MINE[folder] = mtime
+        _TOUCHED[folder] = now
     return True
 
 
@@ -744,7 +751,7 @@ def _remove(path: str) -> None:
 
 
 def _clear_leftovers(root: str, key: str) -> None:
-    """Remove stale partial/trash folders of ``key`` (a crashed earlier writer of the same video)."""
+    """Remove stale partial/trash folders of ``key`` (left by a crashed writer of that video)."""
     prefixes = (key + _PARTIAL, key + _TRASH)
     try:
         entries = [e for e in os.scandir(root) if e.name.startswith(prefixes)]
