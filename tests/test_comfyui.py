@@ -119,6 +119,81 @@ def test_ui_workflow_loads_in_the_browser_without_errors(comfy, name):
     assert set(got) == set(expected)
 
 
+@pytest.fixture(scope="module")
+def comfy_without_models(tmp_path_factory):
+    """A second ComfyUI whose models folder is empty, as a new user's is."""
+    import urllib.request
+
+    from tests.comfyui_server import ComfyUI
+
+    server = ComfyUI(COMFYUI_PATH, str(tmp_path_factory.mktemp("comfy-empty")))
+    # Not a first visit: no templates dialog opening beside the one under test.
+    request = urllib.request.Request(server.url + "/settings/Comfy.TutorialCompleted", data=b"true",
+                                     headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=30).close()
+    yield server
+    server.stop()
+
+
+def _expected_offers(ui: dict) -> dict[str, str]:
+    """'<directory> / <name>' -> url of each manifest file the workflow's widgets name (a file,
+    or the files of a named folder) that ComfyUI can list, so the Missing Models dialog can tell
+    whether it is installed."""
+    from spinbot.nodes import manifest
+    from tests.workflow_build import LISTED_SUFFIXES
+
+    values = {v for n in ui["nodes"] if n["type"] != "Note"
+              for v in n.get("widgets_values") or [] if isinstance(v, str) and v}
+    return {f"{m.folder} / {m.path}": m.url for m in manifest.models()
+            if m.url and m.path.endswith(LISTED_SUFFIXES)
+            and any(m.path == v or m.path.startswith(v + "/") for v in values)}
+
+
+@pytest.mark.parametrize("name", UI_NAMES)
+def test_missing_models_dialog_offers_the_workflow_models(comfy_without_models, name):
+    """Headless Chromium on a ComfyUI without models: opening a shipped workflow shows the
+    frontend's Missing Models dialog listing exactly the manifest files its model widgets name,
+    each with the manifest's url; Hugging Face .safetensors files are offered for download."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if _chromium() is None:
+        pytest.skip("no chromium")
+    comfy = comfy_without_models
+    ui = load_json(os.path.join(ROOT, "workflows", name))
+    _provide_inputs(comfy, ui)
+    expected = _expected_offers(ui)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(comfy.url, wait_until="networkidle")
+            page.wait_for_function("window.app && window.app.graph", timeout=60_000)
+            page.keyboard.press("Escape")
+            page.evaluate("() => document.querySelectorAll('.p-dialog-mask').forEach(e => e.remove())")
+            page.evaluate("wf => window.app.loadGraphData(wf)", ui)
+            if expected:
+                page.wait_for_selector(".comfy-missing-models li", timeout=30_000)
+            else:
+                page.wait_for_timeout(1500)
+            offered = page.evaluate(
+                "() => [...document.querySelectorAll('.comfy-missing-models li')].map(li => {"
+                " const label = li.querySelector('span[title]');"
+                " return {label: label?.innerText, url: label?.title,"
+                " error: li.querySelector('.p-message')?.innerText ?? null}; })")
+            dialogs = page.evaluate("() => [...document.querySelectorAll('.p-dialog')].map(d => d.innerText)")
+        finally:
+            browser.close()
+    if not expected:
+        assert offered == [] and dialogs == [], dialogs
+        return
+    assert len(dialogs) == 1 and "Missing Models" in dialogs[0], dialogs
+    assert {o["label"]: o["url"] for o in offered} == expected
+    assert len(offered) == len(expected)
+    downloadable = {o["label"] for o in offered if not o["error"]}
+    assert downloadable == {label for label, url in expected.items()
+                            if url.startswith("https://huggingface.co/")
+                            and label.endswith(".safetensors")}, offered
+
+
 def test_photo_with_audio_over_http(comfy):
     inputs = os.path.join(comfy.base_dir, "input")
     Image.fromarray(astronaut(96)).save(os.path.join(inputs, "portrait.png"))

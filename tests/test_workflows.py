@@ -117,3 +117,48 @@ def test_workflow_files_are_generated_from_their_source():
         for rel, text in rendered(graph, DEFS).items():
             with open(os.path.join(WORKFLOWS_DIR, rel), encoding="utf-8") as f:
                 assert f.read() == text, f"{rel} differs from its source: python -m tests.workflow_build --write"
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=names(UI_FILES))
+def test_model_widgets_carry_the_frontend_model_metadata(path):
+    """Each widget naming a manifest file carries {name, url, directory, hash} on its node (the
+    frontend keeps a node's entry only when a widget value equals its name); the files inside a
+    widget's model folder (the Vocos weights) are on the workflow's top-level list. Files ComfyUI
+    cannot list (.onnx, .yaml, .txt) and files without a download url are left out."""
+    from spinbot.nodes import manifest
+    from tests.workflow_build import LISTED_SUFFIXES
+
+    ui = load_json(path)
+    offered_files: set[tuple[str, str]] = set()
+    for node in ui["nodes"]:
+        values = [v for v in node.get("widgets_values") or [] if isinstance(v, str) and v]
+        on_node = node.get("properties", {}).get("models", [])
+        for meta in on_node:
+            assert meta["name"] in values, (node["id"], meta)  # else the frontend drops it
+        for value in values if node["type"] != "Note" else []:
+            for m in manifest.models():
+                if m.path == value and m.url and value.endswith(LISTED_SUFFIXES):
+                    want = {"name": m.path, "url": m.url, "directory": m.folder}
+                    if m.sha256:
+                        want.update(hash=m.sha256, hash_type="sha256")
+                    assert want in on_node, (node["id"], value)
+        offered_files |= {(m["directory"], m["name"]) for m in on_node}
+    graph_level = ui.get("models", [])
+    offered_files |= {(m["directory"], m["name"]) for m in graph_level}
+    by_file = {(m.folder, m.path): m for m in manifest.models()}
+    for meta in [m for n in ui["nodes"] for m in n.get("properties", {}).get("models", [])] + graph_level:
+        entry = by_file[(meta["directory"], meta["name"])]
+        assert meta["url"] == entry.url and meta["url"].startswith("https://")
+        assert meta["name"].endswith(LISTED_SUFFIXES)
+    widgets = {v for n in ui["nodes"] if n["type"] != "Note"
+               for v in n.get("widgets_values") or [] if isinstance(v, str) and v}
+    for folder in {v for v in widgets if any(p.startswith(v + "/") for _f, p in by_file)}:
+        inside = {(f, p) for (f, p), m in by_file.items()
+                  if p.startswith(folder + "/") and m.url and p.endswith(LISTED_SUFFIXES)}
+        assert inside <= offered_files, (folder, inside - offered_files)
+    if os.path.basename(path) != "photo_with_audio.json":
+        assert ("tts", "vocos-mel-24khz/pytorch_model.bin") in offered_files
+        assert ("tts", "F5TTS_v1_Base/model_1250000.safetensors") in offered_files
+        assert not any(name.endswith(".onnx") for _d, name in offered_files)
+    else:
+        assert offered_files == set()

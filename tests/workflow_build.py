@@ -7,6 +7,10 @@ ComfyUI formats, the UI format (drag and drop, groups, notes, placement) and the
 
 Widget values not given in a graph take the node's declared default, so a graph only names what it
 changes. Model widgets are always given (manifest file names): their choices depend on the folder.
+
+Model widgets carry the frontend's model metadata (``properties.models`` of the node: name, url,
+directory, sha256), taken from the manifest, so ComfyUI's Missing Models dialog lists what to
+download when a workflow is opened without them (see ``offered_models``).
 """
 from __future__ import annotations
 
@@ -55,6 +59,48 @@ class Graph:
 
 def note(node_id: int, text: str, pos: tuple[int, int], size: tuple[int, int] = (420, 300)) -> Node:
     return Node(node_id, "Note", "Read me", pos, size, {"text": text})
+
+
+# The suffixes ComfyUI lists in a model folder (``folder_paths.supported_pt_extensions``, read by
+# GET /experiment/models/<folder>), which is what the frontend's Missing Models check compares a
+# model's name with. Files with other suffixes (insightface's .onnx, Vocos' config.yaml, F5's
+# vocab.txt) are never listed, so the dialog would call them missing even when installed: they
+# are not offered there (the workflow's Note and the node's error name them instead).
+LISTED_SUFFIXES = (".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft")
+
+
+def manifest_files(value: Any) -> list:
+    """The manifest files a model widget's value names: the file itself (``wav2lip_gan.pth``),
+    every file of a model folder (``vocos-mel-24khz`` -> its config.yaml and pytorch_model.bin)
+    or an insightface pack (``buffalo_l`` -> ``insightface/models/buffalo_l``)."""
+    if not isinstance(value, str) or not value:
+        return []
+    load_pack()
+    from spinbot.nodes import manifest
+
+    return [m for m in manifest.models()
+            if m.path == value or m.path.startswith(value + "/")
+            or (m.folder == "insightface" and m.path == f"models/{value}")]
+
+
+def offered_models(value: Any) -> tuple[list[dict], list[dict]]:
+    """Frontend model metadata for one widget value: (entries for the node's
+    ``properties.models``, entries for the workflow's top-level ``models`` list).
+
+    The frontend keeps a node's entry only when its ``name`` equals one of the node's widget
+    values, so a file named by the widget goes on the node; the files inside a named folder (the
+    Vocos weights) go on the workflow, whose list it checks as is. Only files with a download
+    url and a suffix ComfyUI lists are offered (see LISTED_SUFFIXES).
+    """
+    on_node, on_graph = [], []
+    for m in manifest_files(value):
+        if not m.url or not m.path.lower().endswith(LISTED_SUFFIXES):
+            continue
+        meta = {"name": m.path, "url": m.url, "directory": m.folder}
+        if m.sha256:
+            meta.update(hash=m.sha256, hash_type="sha256")
+        (on_node if m.path == value else on_graph).append(meta)
+    return on_node, on_graph
 
 
 def _default(spec_type: Any, options: dict) -> Any:
@@ -134,6 +180,7 @@ def to_ui(graph: Graph, defs: dict) -> dict:
             out_links.setdefault((src, slot), []).append(link_id)
             in_links[(node.id, name)] = link_id
     nodes = []
+    graph_models: list[dict] = []
     for node in graph.nodes:
         entry: dict[str, Any] = {"id": node.id, "type": node.type, "title": node.title,
                                  "pos": list(node.pos), "size": list(node.size), "flags": {},
@@ -164,19 +211,26 @@ def to_ui(graph: Graph, defs: dict) -> dict:
                 item["slot_index"] = slot
             outputs.append(item)
         values: list[Any] = []
+        properties: dict[str, Any] = {"Node name for S&R": node.type}
         for _name, value, seed_like in _widget_values(node, defs):
             values.append(value)
             if seed_like:
                 values.append("fixed")
+            on_node, on_graph = offered_models(value)
+            if on_node:
+                properties.setdefault("models", []).extend(on_node)
+            graph_models += [m for m in on_graph if m not in graph_models]
         values += UPLOAD_EXTRAS.get(node.type, [])
-        entry.update(inputs=inputs, outputs=outputs,
-                     properties={"Node name for S&R": node.type}, widgets_values=values)
+        entry.update(inputs=inputs, outputs=outputs, properties=properties, widgets_values=values)
         nodes.append(entry)
-    return {"last_node_id": max(n.id for n in graph.nodes), "last_link_id": len(links),
-            "nodes": nodes, "links": links,
-            "groups": [{"title": g.title, "bounding": list(g.bounding), "color": g.color}
-                       for g in graph.groups],
-            "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4}
+    workflow = {"last_node_id": max(n.id for n in graph.nodes), "last_link_id": len(links),
+                "nodes": nodes, "links": links,
+                "groups": [{"title": g.title, "bounding": list(g.bounding), "color": g.color}
+                           for g in graph.groups],
+                "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4}
+    if graph_models:
+        workflow["models"] = graph_models
+    return workflow
 
 
 def _socket_names(node: Node, defs: dict) -> list[str]:
