@@ -219,8 +219,9 @@ def install_models(preset: str, models_dir: str, dry_run: bool) -> int:
         if verified(target, entry):
             print(f"ok       {entry['folder']}/{entry['path']}")
             continue
-        where = (f"unzip it so that {', '.join(entry.get('contains') or ['its files'])} sit in "
-                 f"{target}" if is_archive(entry) else f"put it at {target}")
+        where = (f"unzip it into {target} (it must hold "
+                 f"{', '.join(entry.get('contains') or ['files'])})" if is_archive(entry)
+                 else f"put it at {target}")
         if dry_run or not entry.get("url"):
             missing += 1
             print(f"missing  {entry['folder']}/{entry['path']}\n         {where}\n"
