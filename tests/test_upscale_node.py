@@ -51,7 +51,11 @@ def test_node_is_registered_with_a_dropdown_of_installed_models(models):
 def test_images_in_images_out(models):
     src = photo_frames(5)
     images, video = SpinBotUpscale().upscale(SRVGG, images=src, **WIDGETS)
-    assert video is None and images.shape == (5, 72, 88, 3) and images.dtype == torch.float32
+    assert images.shape == (5, 72, 88, 3) and images.dtype == torch.float32
+    # the video output holds the same frames (IMAGE has no fps: the documented default)
+    assert isinstance(video, store.SpinBotVideo)
+    assert (video.frame_count, video.width, video.height, video.fps) == (5, 88, 72, 25.0)
+    assert np.array_equal(video.read(), images_to_uint8(images))
     direct = upscale_images(load_upscaler(SRVGG), src, UpscaleSettings(tile=0))
     assert (images - direct).abs().max() < 1e-3
     half, _ = SpinBotUpscale().upscale(X2, images=src, **{**WIDGETS, "target_scale": 1.5})
@@ -66,7 +70,10 @@ def test_video_in_video_out_keeps_fps_audio_and_segments(models, spinbot_dirs):
         writer.write(src)
         video = writer.finish(audio=audio, segments=segments)
     images, out = SpinBotUpscale().upscale(SRVGG, video=video, **WIDGETS)
-    assert images is None and isinstance(out, store.SpinBotVideo)
+    assert isinstance(out, store.SpinBotVideo)
+    # the IMAGE output is the first upscaled frame (a preview), never None
+    assert images.shape == (1, 56, 72, 3) and images.dtype == torch.float32
+    assert np.array_equal(images_to_uint8(images), out.read(0, 1))
     assert (out.frame_count, out.width, out.height, out.fps) == (7, 72, 56, 12.5)
     assert out.segments == tuple(segments)
     assert out.audio["sample_rate"] == 16000

@@ -5,6 +5,10 @@ device, tiled through the model into a float32 buffer, optionally face-enhanced,
 target scale and handed on (copied into a preallocated IMAGE or written to a SPINBOT_VIDEO).
 When the device runs out of memory the tile size halves (down to ``MIN_TILE``), then the step
 shrinks to one frame, and the step is retried; past that a clear error says what to change.
+
+NaN/inf are told apart by where they appear: in the input frames they are a `MediaError` naming
+the frames (checked before any of them reaches the model), in the model's output from finite
+frames an `UpscaleModelError` naming the precision (fp16 overflow) or a damaged model file.
 """
 from __future__ import annotations
 
@@ -81,6 +85,28 @@ def _resample(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return out.clamp_(0.0, 1.0)
 
 
+def check_finite_frames(batch: torch.Tensor | np.ndarray, what: str = "images",
+                        first_index: int = 0) -> None:
+    """Raise `MediaError` naming the frames of ``[B,H,W,C]`` that hold NaN or inf, counted from
+    ``first_index`` (the message style of `media.images_to_uint8`). Integer frames pass."""
+    if isinstance(batch, np.ndarray):
+        if batch.dtype.kind != "f":  # uint8 chunks of a SPINBOT_VIDEO cannot hold NaN
+            return
+        batch = torch.from_numpy(np.asarray(batch))
+    if not batch.is_floating_point():
+        return
+    frames = batch
+    # A per-frame sum is NaN/inf exactly when the frame holds one: one reduction, no mask.
+    finite = torch.isfinite(frames.reshape(frames.shape[0], -1).sum(dim=1, dtype=torch.float64))
+    if not bool(finite.all()):
+        bad = (~finite).nonzero().flatten().tolist()
+        shown = ", ".join(str(first_index + i) for i in bad[:10])
+        more = f" (and {len(bad) - 10} more)" if len(bad) > 10 else ""
+        raise MediaError(f"{what}: frame(s) {shown}{more} contain NaN or infinite values; these "
+                         "input frames are broken (fix the node that made them), the upscaler "
+                         "was not run on them")
+
+
 def _as_bchw(batch: torch.Tensor | np.ndarray, device: torch.device) -> torch.Tensor:
     """IMAGE ``[B,H,W,C]`` float or uint8 frames -> float32 ``[B,3,H,W]`` on the device."""
     if isinstance(batch, np.ndarray):  # chunks are read-only memory maps: copy the batch once
@@ -115,8 +141,9 @@ class _Runner:
         return up.size_bytes() + self.frames * (activations + buffers)
 
     @torch.inference_mode()  # spandrel's outputs are inference tensors: stay in that mode
-    def step(self, source: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Upscale float32 ``[n,3,H,W]`` on the device to float32 ``[n,3,*size]``."""
+    def step(self, source: torch.Tensor, size: tuple[int, int], first: int = 0) -> torch.Tensor:
+        """Upscale float32 ``[n,3,H,W]`` (finite, frames ``first``.. of the input) on the device
+        to float32 ``[n,3,*size]``; NaN/inf in the model's output raise `UpscaleModelError`."""
         up = self.upscaler
         out = upscale_tiled(up.forward, source.to(self.dtype), up.scale, self.tile,
                             self.settings.overlap, up.multiple_of, up.minimum_size,
@@ -126,8 +153,11 @@ class _Runner:
         if not bool(torch.isfinite(out.sum())):
             hint = ("the model file may be damaged" if self.dtype == torch.float32 else
                     "fp16 overflows in some models: set precision to fp32 (or bf16)")
+            last = first + source.shape[0] - 1
+            frames = f"frame {first} is" if last == first else f"frames {first}-{last} are"
             raise UpscaleModelError(f"{up.name} produced NaN/inf values in "
-                                    f"{str(self.dtype).replace('torch.', '')}; {hint}")
+                                    f"{str(self.dtype).replace('torch.', '')}; {hint} (input "
+                                    f"{frames} finite: the bad values come from the model)")
         if self.face_enhancer is not None:
             out = self.face_enhancer(out, source)
         return _resample(out, size)
@@ -161,9 +191,11 @@ def upscale_stream(upscaler: Upscaler, batches: Iterable[torch.Tensor | np.ndarr
     device = device or runtime.torch_device()
     runner = _Runner(upscaler, settings, device, face_enhancer)
     moved = False
+    seen = 0  # frames of earlier batches, for frame numbers in errors
     try:
         for batch in batches:
             frames = batch.shape[0]
+            check_finite_frames(batch, "images", seen)
             height, width = int(batch.shape[1]), int(batch.shape[2])
             size = output_size(upscaler, settings, height, width)
             if not moved:
@@ -177,7 +209,7 @@ def upscale_stream(upscaler: Upscaler, batches: Iterable[torch.Tensor | np.ndarr
                 count = min(runner.frames, frames - pos)
                 try:
                     source = _as_bchw(batch[pos:pos + count], device)
-                    result = runner.step(source, size)
+                    result = runner.step(source, size, seen + pos)
                 except Exception as exc:
                     if not _is_oom(exc):
                         raise
@@ -198,6 +230,7 @@ def upscale_stream(upscaler: Upscaler, batches: Iterable[torch.Tensor | np.ndarr
                 pos += count
                 if on_step is not None:
                     on_step(count)
+            seen += frames
     finally:
         if moved:
             upscaler.to(runtime.offload_device(), torch.float32)
@@ -210,6 +243,7 @@ def upscale_images(upscaler: Upscaler, images: torch.Tensor, settings: UpscaleSe
                    device: torch.device | None = None) -> torch.Tensor:
     """IMAGE in, IMAGE out, written into one preallocated output tensor."""
     images = check_image(images, "images")
+    check_finite_frames(images, "images")  # all bad frames named at once, before any work
     count, height, width = images.shape[:3]
     out_h, out_w = output_size(upscaler, settings, height, width)
     need = count * out_h * out_w * 3 * 4

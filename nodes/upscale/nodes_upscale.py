@@ -6,12 +6,15 @@ import torch
 
 from .. import runtime
 from ..media import MediaError
-from ..video.store import SpinBotVideo
+from ..video.store import SpinBotVideo, content_key, write_video
 from .engine import UpscaleSettings, upscale_images, upscale_video
 from .model import DEFAULT_MODEL, FOLDER, PRECISIONS, list_upscalers, load_upscaler
 
 VIDEO = "SPINBOT_VIDEO"
 CATEGORY = "SpinBot/upscale"
+# Frame rate of the video output made from an IMAGE input, which carries none: the default of
+# SpinBot Images to Video.
+IMAGE_FPS = 25.0
 
 
 def _model_choices() -> list[str]:
@@ -25,16 +28,21 @@ class SpinBotUpscale:
                    "(Real-ESRGAN x4plus/x2plus/anime 6B, realesr-general-x4v3, and anything else "
                    "spandrel loads). Frames stream through the model a few at a time in overlapping "
                    "tiles whose seams are cross-faded; out of GPU memory, the tile size halves and "
-                   "the batch retries. IMAGE in gives IMAGE out; a SPINBOT_VIDEO in gives a "
-                   "SPINBOT_VIDEO out (written to disk chunk by chunk, audio and segments kept).")
+                   "the batch retries. IMAGE in gives IMAGE out (and the same frames as a "
+                   f"SPINBOT_VIDEO at {IMAGE_FPS:g} fps); a SPINBOT_VIDEO in gives a SPINBOT_VIDEO "
+                   "out (written to disk chunk by chunk, audio and segments kept) and its first "
+                   "upscaled frame as IMAGE. Both outputs always carry a value.")
     CATEGORY = CATEGORY
     FUNCTION = "upscale"
     RETURN_TYPES = ("IMAGE", VIDEO)
     RETURN_NAMES = ("images", "video")
     OUTPUT_TOOLTIPS = (
-        "The upscaled frames when 'images' is connected (None otherwise).",
-        "The upscaled video, with the input's fps, audio and segments, when 'video' is "
-        "connected (None otherwise).",
+        "The upscaled frames of 'images'. With only 'video' connected: the video's first "
+        "upscaled frame, as a preview (SpinBot Video to Images reads any range of its frames; "
+        "all of them as IMAGE could exceed the RAM the video path exists to save).",
+        "The upscaled video, with the input's fps, audio and segments. With only 'images' "
+        f"connected: the upscaled frames stored as a video at {IMAGE_FPS:g} fps (an IMAGE batch "
+        "has no frame rate; SpinBot Images to Video on the 'images' output sets another).",
     )
 
     @classmethod
@@ -91,7 +99,22 @@ class SpinBotUpscale:
         upscaler = load_upscaler(model_name)
         out_images = upscale_images(upscaler, images, settings) if images is not None else None
         out_video = upscale_video(upscaler, video, settings) if video is not None else None
+        # ComfyUI does not tell a node which outputs are linked, and a linked None reaches the
+        # next node as a broken input: the output without its own input is derived from the
+        # other one, as the tooltips say.
+        if out_video is None:
+            out_video = images_as_video(out_images, IMAGE_FPS)
+        if out_images is None:
+            out_images = torch.from_numpy(out_video.read(0, 1)).float().div_(255.0)
         return (out_images, out_video)
+
+
+def images_as_video(images: torch.Tensor, fps: float) -> SpinBotVideo:
+    """An IMAGE batch ``[B,H,W,3]`` stored as a SPINBOT_VIDEO at ``fps`` (reused when the same
+    frames were stored before); NaN/inf frames are a `MediaError` naming them."""
+    key = content_key("upscale_images_video", images, float(fps))
+    batches = (images[i:i + 16] for i in range(0, images.shape[0], 16))
+    return write_video(key, fps, batches)
 
 
 NODE_CLASS_MAPPINGS = {"SpinBotUpscale": SpinBotUpscale}

@@ -84,8 +84,10 @@ class SpinBotVideoToImages:
         t0, t1 = start_frame / video.fps, (start_frame + len(frames)) / video.fps
         if video.audio is not None:
             rate = video.audio["sample_rate"]
-            wave = video.audio["waveform"][..., int(round(t0 * rate)):int(round(t1 * rate))]
-            audio = make_audio(wave, rate)
+            a, b = int(round(t0 * rate)), int(round(t1 * rate))
+            wave = video.audio["waveform"][..., a:b]
+            # Frames past the end of a shorter audio get silence: an empty waveform is no AUDIO.
+            audio = make_audio(torch.nn.functional.pad(wave, (0, b - a - wave.shape[-1])), rate)
         else:
             audio = make_audio(torch.zeros(1, int(round((t1 - t0) * 48000))), 48000)
         return (images, audio, float(video.fps), len(frames))

@@ -24,7 +24,8 @@ from ..script.segments import Segment, make_segments, retime
 from . import cfm
 from .mel import F5_MEL, log_mel
 from .profiles import VoiceError, VoiceProfile
-from .text import byte_length, chunk_text, encode, prepare_reference_text, text_problem
+from .text import (byte_length, chunk_text, encode, is_speakable, prepare_reference_text,
+                   spoken_text, text_problem)
 from .vocos import Vocos, load_vocos
 
 TARGET_RMS = 0.1
@@ -120,8 +121,25 @@ class Piece:
     seed: int
 
 
+def _refuse_unspeakable(label: str, text: str) -> None:
+    if not is_speakable(text):
+        shown = text if len(text) <= 60 else text[:60] + "..."
+        raise VoiceError(f"F5-TTS cannot say the {label} ({shown!r}): it has nothing to speak, "
+                         "only punctuation, spaces, symbols or emoji (the model would make noise "
+                         "of it); give it words or remove it")
+
+
 def plan(profile: VoiceProfile, texts: Sequence[str], settings: Settings) -> tuple[str, list[Piece]]:
-    ref_text = prepare_reference_text(profile.text)
+    """The reference text as prompted and the pieces to sample for ``texts`` (one per segment).
+
+    Emoji are left out of what the model reads (`spoken_text`), so they cost no frames either;
+    a text (or the reference text) with nothing speakable raises `VoiceError` naming it, as
+    ``segment <n>`` counted from 1. Chunks of a long text that are only punctuation are dropped.
+    """
+    _refuse_unspeakable("reference text", profile.text)
+    for index, text in enumerate(texts):
+        _refuse_unspeakable(f"segment {index + 1}", text)
+    ref_text = prepare_reference_text(spoken_text(profile.text))
     ref_seconds = profile.seconds
     ref_frames = profile.wave.shape[-1] // F5_MEL.hop_length
     ref_bytes = max(byte_length(ref_text), 1)
@@ -131,9 +149,9 @@ def plan(profile: VoiceProfile, texts: Sequence[str], settings: Settings) -> tup
     max_bytes = int(ref_bytes / ref_seconds * max(WINDOW_SECONDS - ref_seconds, 2.0) * speed)
     pieces = []
     for index, text in enumerate(texts):
-        for k, chunk in enumerate(chunk_text(text, max_bytes) or [text.strip()]):
-            if not chunk:
-                continue
+        spoken = spoken_text(text)
+        chunks = [c for c in chunk_text(spoken, max_bytes) if is_speakable(c)] or [spoken]
+        for k, chunk in enumerate(chunks):
             local = 0.3 if byte_length(chunk) < 10 else speed
             frames = ref_frames + int(ref_frames / ref_bytes * byte_length(chunk) / local)
             pieces.append(Piece(index, chunk, frames, int(settings.seed) + index * 1000 + k))
@@ -212,7 +230,8 @@ def synthesize(model: cfm.F5Model, vocoder: Vocos, profile: VoiceProfile,
         raise ValueError("nothing to say: the text is empty")
     for label, words in [("reference text", profile.text)] + [
             (f"segment {k + 1}", s.text) for k, s in enumerate(segments)]:
-        problem = text_problem(words, model.vocab)
+        _refuse_unspeakable(label, words)
+        problem = text_problem(spoken_text(words), model.vocab)
         if problem:
             raise VoiceError(f"F5-TTS cannot say the {label} ({words[:40]!r}...): {problem}")
     ref_text, pieces = plan(profile, [s.text for s in segments], settings)

@@ -11,6 +11,7 @@ from ..script.script import SCRIPT_TYPE
 from ..script.segments import SEGMENTS_TYPE, coerce_segments
 from . import engine, profiles
 from .profiles import VOICE_TYPE, VoiceError
+from .text import is_speakable
 
 CATEGORY = "SpinBot/voice"
 FOLDER = "tts"
@@ -100,6 +101,10 @@ class SpinBotVoiceProfile:
         else:
             voice = profiles.make_profile(audio, reference_text, name=profile_name.strip(),
                                           max_seconds=float(max_seconds))
+        if not is_speakable(voice.text):  # typed, saved or transcribed: refused before saving
+            raise VoiceError(f"SpinBot Voice Profile: the reference text {voice.text[:60]!r} has "
+                             "no words (only punctuation, spaces, symbols or emoji): type the "
+                             "words spoken in the reference audio")
         if save and profile_name.strip():
             folder = profiles.save_profile(voice, profile_name)
             return {"ui": {"text": [f"saved voice profile '{voice.name}' to {folder}"]},

@@ -132,6 +132,56 @@ def text_problem(text: str, vocab: dict[str, int]) -> str | None:
     return None
 
 
+# Code points that are part of emoji sequences without being symbols themselves: variation
+# selectors (U+FE00-FE0F), the zero-width joiner, the combining keycap and the tag characters of
+# flag sequences (Unicode TR #51, "Emoji sequences").
+_EMOJI_PARTS = set(range(0xFE00, 0xFE10)) | {0x200D, 0x20E3} | set(range(0xE0020, 0xE0080))
+_SKIN_TONES = range(0x1F3FB, 0x1F400)  # Fitzpatrick modifiers (category Sk)
+
+
+def _is_emoji(c: str) -> bool:
+    code = ord(c)
+    if code in _EMOJI_PARTS or code in _SKIN_TONES:
+        return True
+    category = unicodedata.category(c)
+    # Other symbols from U+2000 on: arrows, dingbats, pictographs, emoji (So); private use (Co)
+    # and lone surrogates (Cs). Latin-1 symbols (degree, copyright) are left to the vocabulary.
+    return category in ("Cs", "Co") or (category == "So" and code >= 0x2000)
+
+
+def spoken_text(text: str) -> str:
+    """``text`` as it is read aloud: emoji and pictographic symbols removed and the whitespace
+    around where they were made one space (text without emoji is returned unchanged). Subtitles
+    keep the original; only what goes to the model is changed."""
+    if not any(_is_emoji(c) for c in text):
+        return text
+    marked = "".join("\x00" if _is_emoji(c) else c for c in text)
+
+    def gap(match: re.Match) -> str:
+        before = marked[match.start() - 1] if match.start() else ""
+        after = marked[match.end()] if match.end() < len(marked) else ""
+        if not before or not after or after in ",.!?;:…)]}\"'" or before in "([{":
+            return ""  # at an edge or against punctuation: no pause of its own
+        if match.group().strip("\x00"):  # there was a space around the emoji: keep one
+            return " "
+        # "word😀word" keeps the words apart; CJK text has no spaces to keep
+        return " " if _is_spaced(before) and _is_spaced(after) else ""
+
+    return re.sub(r"\s*\x00[\s\x00]*", gap, marked).strip()
+
+
+def _is_spaced(c: str) -> bool:
+    """A character of a script written with spaces between words (not CJK or kana)."""
+    return not ("\u3040" <= c <= "\u9fff" or "\uac00" <= c <= "\ud7af" or "\uf900" <= c <= "\ufaff")
+
+
+def is_speakable(text: str) -> bool:
+    """Whether ``text`` holds anything to say: a letter or a digit of any script (Unicode
+    categories L* and N*). Punctuation, spaces, symbols and emoji alone are not; F5-TTS would
+    turn them into noise of the length of their bytes."""
+    return any(unicodedata.category(c)[0] in "LN" for c in spoken_text(text))
+
+
 def byte_length(text: str) -> int:
     return len(text.encode("utf-8"))
 
