@@ -205,6 +205,16 @@ def test_f5_leaves_emoji_out_of_the_speech_and_keeps_them_in_the_segments(voice,
     assert seen and not any(c in t for t in seen for c in "😀👋🏽")
 
 
+def test_an_emoji_or_mark_after_a_sentence_stays_with_it(voice):
+    script = SpinBotDirectScript().make("Hi.\n\n🎉🎉\n\nBye for now! 😊 !!!", "English", 2.5,
+                                        10.0)[2]
+    assert [s.text for s in script.segments] == ["Hi. 🎉🎉", "Bye for now! 😊 !!!"]
+    assert [s.text for s in make_segments("👋 Hello. World.")] == ["👋 Hello.", "World."]
+    audio, segments = nodes_voice.SpinBotF5TTS().speak(voice, "Have a great day! 😊", **TTS_ARGS)
+    assert [s.text for s in segments] == ["Have a great day! 😊"]
+    assert segments[0].end == pytest.approx(audio["waveform"].shape[-1] / 24000, abs=0.01)
+
+
 def test_voice_profile_refuses_a_reference_text_without_words(voice):
     with pytest.raises(VoiceError, match="reference text"):
         nodes_voice.SpinBotVoiceProfile().build("🙂🙂 ...", nodes_voice.NO_PROFILE, "Me", True,

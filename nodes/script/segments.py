@@ -249,14 +249,27 @@ def split_long(sentence: str, max_seconds: float,
 
 # --------------------------------------------------------------------------- segments
 
+def _attach_unspoken(pieces: list[str]) -> list[str]:
+    """Pieces with no words (an emoji or '!!!' after a sentence) join the piece before them (the
+    first ones the piece after), so they stay in the subtitles without becoming a segment that a
+    voice cannot speak. Text with no words at all stays one piece, for the caller to refuse."""
+    out: list[str] = []
+    for piece in pieces:
+        if out and (speech_units(piece) <= 0 or speech_units(out[-1]) <= 0):
+            out[-1] = f"{out[-1]} {piece}"
+        else:
+            out.append(piece)
+    return out
+
+
 def make_segments(text: str, words_per_second: float = DEFAULT_WORDS_PER_SECOND,
                   language: str = "", max_segment_seconds: float = DEFAULT_MAX_SEGMENT_SECONDS,
                   pause: float = DEFAULT_PAUSE) -> tuple[Segment, ...]:
     """Sentence segments of a narration, with estimated back-to-back timings from 0."""
     if words_per_second <= 0:
         raise SegmentError(f"words_per_second must be positive, got {words_per_second}")
-    pieces = [p for s in split_sentences(text, language)
-              for p in split_long(s, max_segment_seconds, words_per_second)]
+    pieces = _attach_unspoken([p for s in split_sentences(text, language)
+                               for p in split_long(s, max_segment_seconds, words_per_second)])
     segments, t = [], 0.0
     for index, piece in enumerate(pieces):
         length = max(estimate_seconds(piece, words_per_second), 0.2)
