@@ -197,6 +197,12 @@ class Progress:
         else:
             self._tqdm.update(n)
 
+    def finish(self) -> None:
+        """Fill the bar: work sized from an estimate (an LLM reply, a scheduler's step count)
+        can end short of ``total``, and a finished node should not show a partial bar."""
+        if self.current < self.total:
+            self.update(self.total - self.current)
+
     def close(self) -> None:
         if self._tqdm is not None:
             self._tqdm.close()
@@ -204,7 +210,9 @@ class Progress:
     def __enter__(self) -> "Progress":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *_exc) -> None:
+        if exc_type is None:
+            self.finish()
         self.close()
 
 

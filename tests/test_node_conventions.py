@@ -115,3 +115,26 @@ def test_registry_metadata_describes_only_what_exists():
             assert os.path.isfile(os.path.join(ROOT, comfy[key][len(prefix):])), comfy[key]
     for path in comfy.get("includes", []):
         assert os.path.exists(os.path.join(ROOT, path)), f"includes names a missing path: {path}"
+
+
+def test_script_progress_reaches_its_total_when_the_reply_is_shorter_than_estimated(monkeypatch):
+    """The same fault elsewhere: the Ollama node's bar is sized from an estimate of the reply
+    (max words x 2 + 120 chunks); a short reply must still end at 100 %."""
+    import json
+
+    from spinbot.nodes.script.nodes_script import SpinBotScriptOllama
+    from tests.fake_ollama import FakeOllama
+
+    monkeypatch.setattr(runtime, "Progress", RecordingProgress)
+    RecordingProgress.bars = []
+    reply = json.dumps({"stage": "a studio portrait", "narrative": "Hello there. Short and sweet."})
+    spec = SpinBotScriptOllama.INPUT_TYPES()
+    kwargs = {name: opts[1]["default"] for section in ("required", "optional")
+              for name, opts in (spec.get(section) or {}).items()
+              if len(opts) > 1 and "default" in opts[1]}
+    with FakeOllama(replies=[reply]) as fake:
+        kwargs.update(topic="mornings", model="qwen2.5:7b", host=fake.url, target_seconds=20.0)
+        SpinBotScriptOllama().write(**kwargs)
+    assert len(RecordingProgress.bars) == 1
+    bar = RecordingProgress.bars[0]
+    assert bar.updates and bar.updates[-1] == bar.total, (bar.updates[-3:], bar.total)
