@@ -30,7 +30,6 @@ from spinbot.nodes.script.ollama_client import ScriptError
 from spinbot.nodes.script.prompts import ReplyError, parse_reply
 from spinbot.nodes.script.script import Script
 from spinbot.nodes.script.segments import Segment, make_segments
-from spinbot.nodes.upscale import engine as upscale_engine
 from spinbot.nodes.upscale.engine import UpscaleSettings, upscale_images
 from spinbot.nodes.upscale.model import UpscaleModelError, load_upscaler
 from spinbot.nodes.upscale.nodes_upscale import SpinBotUpscale
@@ -424,7 +423,6 @@ def test_the_static_check_finds_none_outputs():
         def short(self):
             return (1,)
 
-    sys.modules[__name__].Node = Node  # inspect needs the class reachable by its module
     assert [p.split(": ", 1)[1] for p in none_outputs(Node.bad, 2)] == [
         "output 0 (out_images) can be None", "output 1 (out_video) can be None"]
     assert none_outputs(Node.guarded, 2) == []
@@ -532,3 +530,45 @@ def test_voice_nodes_outputs_are_never_none(voice):
                    dict(script=script, segments=script.segments)]:
         assert_outputs_valid(nodes_voice.SpinBotF5TTS, tts.speak(voice, "Hello.", **kwargs,
                                                                 **TTS_ARGS))
+
+
+COMBINE = dict(fps=10.0, filename_prefix="SpinBot/faults", crf=30, preset="ultrafast",
+               audio_bitrate="96k", length_policy="pad video with last frame",
+               normalize_loudness=False, loudness_lufs=-14.0)
+
+
+def test_video_combine_outputs_are_never_none():
+    from spinbot.nodes.video.nodes_video import SpinBotVideoCombine
+
+    srt = "1\n00:00:00,000 --> 00:00:00,300\nHello 😀\n"
+    for kwargs in [dict(images=_photo(3, 12, 14)), dict(video=_video(4, audio_seconds=0.4)),
+                   dict(images=_photo(3, 12, 14), audio=tone_audio(0.3, 16000), subtitles=srt)]:
+        out = SpinBotVideoCombine().combine(**COMBINE, **kwargs)
+        assert_outputs_valid(SpinBotVideoCombine, out)
+        assert out["ui"]["spinbot_video"][0]["filename"].endswith(".mp4")
+
+
+@pytest.fixture(scope="module")
+def lipsync_models(tmp_path_factory):
+    from tests.factory_lipsync import tiny_wav2lip_gan
+    from tests.factory_lipsync_faces import tiny_buffalo_l
+
+    root = tmp_path_factory.mktemp("faults_lipsync")
+    tiny_wav2lip_gan(root / "lipsync")
+    tiny_buffalo_l(root / "insightface")
+    return root
+
+
+def test_wav2lip_outputs_are_never_none(lipsync_models, spinbot_dirs):
+    from spinbot.nodes.lipsync.nodes_lipsync import SpinBotWav2Lip
+
+    for folder in ("lipsync", "insightface"):
+        (spinbot_dirs["models"] / folder).symlink_to(lipsync_models / folder)
+    widgets = dict(model_name="wav2lip_gan.pth", face_detector="buffalo_l", fps=10.0,
+                   batch_size=8, face_index=-1, pad_top=0, pad_bottom=10, pad_left=0,
+                   pad_right=0, smoothing_window=1, no_face="pass through", loop_mode="loop",
+                   mouth_feather=0.35, color_match=False, crop_upscale="bicubic")
+    face = torch.from_numpy(np.array(astronaut(96))).float().div(255.0)[None]
+    for kwargs in [dict(image=face), dict(video=_video(3))]:
+        result = SpinBotWav2Lip().lipsync(audio=tone_audio(0.3, 16000), **widgets, **kwargs)
+        assert_outputs_valid(SpinBotWav2Lip, result)
