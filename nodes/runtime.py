@@ -111,14 +111,54 @@ def find_model(folder: str, name: str) -> str | None:
     return None
 
 
+def file_stamp(path: str | None) -> str:
+    """What a model file or folder is, for cache keys and IS_CHANGED: a file replaced under the
+    same name must not serve cached models or results.
+
+    - ``None`` / ``""``: ``""``
+    - a missing path: ``"<abs path>|missing"``
+    - a file: ``"<abs path>|<size>|<mtime ns>"`` (size and mtime stand in for the content;
+      hashing gigabytes on every queue would cost seconds)
+    - a folder (diffusers pipeline, Vocos, insightface pack, voice profile): ``"<abs path>|dir|
+      <files>|<digest>"`` where the digest covers the relative path, size and mtime of every file
+      below it, so a replaced weight file deep inside changes it. Hidden files and folders
+      (``.cache/`` of hub downloads, ``.DS_Store``) are left out.
+    """
+    if not path:
+        return ""
+    path = os.path.abspath(path)
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return f"{path}|missing"
+    if not os.path.isdir(path):
+        return f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    import hashlib
+
+    digest = hashlib.sha1()
+    count = 0
+    for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for fname in sorted(f for f in filenames if not f.startswith(".")):
+            full = os.path.join(dirpath, fname)
+            try:
+                st = os.stat(full)
+            except OSError:  # a dangling link: its absence is part of the state
+                st = None
+            rel = os.path.relpath(full, path).replace(os.sep, "/")
+            digest.update(f"{rel}|{st.st_size if st else -1}|{st.st_mtime_ns if st else -1}\n"
+                          .encode("utf-8", "surrogateescape"))
+            count += 1
+    return f"{path}|dir|{count}|{digest.hexdigest()[:16]}"
+
+
 def model_stamp(folder: str, name: str) -> str:
-    """``name|size|mtime`` of a model file (just ``name`` when it is not there), for IS_CHANGED:
-    a file replaced under the same name must not serve cached results."""
+    """``name|<file_stamp>`` of a model file or folder found in a model folder (just ``name`` when
+    it is not there), for IS_CHANGED."""
     path = find_model(folder, name)
     if path is None:
         return name
-    stat = os.stat(path)
-    return f"{name}|{stat.st_size}|{stat.st_mtime_ns}"
+    return f"{name}|{file_stamp(path)}"
 
 
 def comfyui_root() -> str | None:
@@ -282,7 +322,9 @@ def make_room(bytes_needed: int, device: torch.device | None = None) -> None:
     """Ask ComfyUI to unload its own models until ``bytes_needed`` fit, before a big load."""
     device = device or torch_device()
     if IN_COMFYUI:
-        _mm.free_memory(int(bytes_needed), device)
+        # The pack's models the running node fetched stay: evicting them would only make the
+        # node reload what it is about to use.
+        _mm.free_memory(int(bytes_needed), device, keep_loaded=_models_in_use())
     release_memory()
 
 
@@ -293,3 +335,347 @@ def release_memory() -> None:
         _mm.soft_empty_cache()
     elif torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+# --------------------------------------------------------------------------- model cache
+#
+# Every model the pack keeps between runs lives in this one registry, keyed by what it was loaded
+# from (file stamps, dtype, device, options: never the free memory of the moment). Node outputs
+# hold keys and loaders (`ModelRef`), not weights, so dropping an entry really frees its memory.
+# Inside ComfyUI each entry is also a ModelPatcher in `comfy.model_management`'s list of loaded
+# models: "Unload models", POST /free and other nodes' loads evict it like any core model, and
+# the pack reloads it from disk when it is used next. Standalone, `unload_all()` empties it.
+
+class CachedModel:
+    """One resident model: the loaded object plus what the memory manager needs to know."""
+
+    def __init__(self, kind: str, key: tuple, name: str, value, modules: tuple, size: int | None,
+                 unload, parent: tuple | None = None):
+        self.kind, self.key, self.name, self.value = kind, key, name, value
+        self.parent = parent
+        self.modules = tuple(modules)
+        self.fixed_size = size
+        self.unload = unload
+        self.load_device = torch_device()
+        self.owner = None
+        self.patcher = None
+
+    def tensors(self):
+        seen: set[int] = set()
+        for module in self.modules:
+            for tensor in list(module.parameters()) + list(module.buffers()):
+                if id(tensor) not in seen and tensor.device.type != "meta":
+                    seen.add(id(tensor))
+                    yield tensor
+
+    def size(self) -> int:
+        """Bytes of the weights (parameters and buffers, shared tensors once), or the size given
+        at registration for models that are not torch modules (ONNX sessions)."""
+        if self.fixed_size is not None:
+            return int(self.fixed_size)
+        return sum(t.numel() * t.element_size() for t in self.tensors())
+
+    def loaded_bytes(self) -> int:
+        """Bytes now on the compute device (all of it when that is the CPU)."""
+        if self.fixed_size is not None or self.load_device.type == "cpu":
+            return self.size()
+        return sum(t.numel() * t.element_size() for t in self.tensors()
+                   if t.device.type == self.load_device.type)
+
+    def devices(self) -> str:
+        if self.fixed_size is not None:
+            return str(self.load_device)
+        found = sorted({str(t.device) for t in self.tensors()})
+        return "+".join(found) or "none"
+
+    def describe(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "device": self.devices(),
+                "bytes": self.size()}
+
+
+_models: "dict[tuple, CachedModel]" = {}
+_models_lock = threading.RLock()
+
+
+def _owner():
+    """Which node is running (inside ComfyUI), so `make_room` spares the models it uses."""
+    if not IN_COMFYUI:
+        return None
+    try:
+        import server  # type: ignore[import-not-found]
+
+        instance = server.PromptServer.instance
+        node = getattr(instance, "last_node_id", None)
+        return None if node is None else (getattr(instance, "last_prompt_id", None), node)
+    except Exception:  # noqa: BLE001 - no server (ComfyUI used as a library)
+        return None
+
+
+def cached_model(kind: str, key: tuple, load, *, name: str, modules=None, size: int | None = None,
+                 size_of=None, unload=None, limit: int | None = None,
+                 parent: tuple | None = None):
+    """The model cached under ``key``, or ``load()``'s result, registered (see `put_model`).
+
+    ``key`` must describe the model completely from what it was loaded from: `file_stamp` of
+    every file read, dtype, device and options. Raises whatever ``load`` raises.
+    """
+    with _models_lock:
+        _retired.clear()
+        entry = _models.get(key)
+        if entry is not None:
+            _touch(entry)
+            return entry.value
+        value = load()
+        entry = _models.get(key)  # a loader may register its result itself (derived models)
+        if entry is not None and entry.value is value:
+            return value
+        return put_model(kind, key, value, name=name, modules=modules, size=size, size_of=size_of,
+                         unload=unload, limit=limit, parent=parent)
+
+
+def put_model(kind: str, key: tuple, value, *, name: str, modules=None, size: int | None = None,
+              size_of=None, unload=None, limit: int | None = None, parent: tuple | None = None):
+    """Register ``value`` (replacing what ``key`` held) and return it.
+
+    ``modules(value)`` lists the torch modules holding its weights (their parameters and buffers
+    give its size and device); models without torch weights give their size in bytes instead,
+    as ``size`` or as ``size_of(value)`` (an ONNX session: its file's size).
+    ``unload(value)``, when given, runs when the entry is evicted (before the last reference is
+    dropped). ``limit``: at most this many entries of ``kind`` stay, the least recently used go.
+    ``parent``: the key of a model this one shares weights with (a LoRA copy of a base); evicting
+    the parent evicts it too, since it would keep the parent's weights alive.
+    """
+    mods = tuple(modules(value)) if modules is not None else ()
+    if size is None and size_of is not None:
+        size = int(size_of(value))
+    if not mods and size is None:
+        size = 0
+    with _models_lock:
+        old = _models.get(key)
+        if old is not None:
+            if old.value is value:
+                _touch(old)
+                return value
+            _evict(old)
+        entry = CachedModel(kind, key, name, value, mods, size, unload, parent)
+        _models[key] = entry
+        if limit is not None:
+            same = [e for e in _models.values() if e.kind == kind and e is not entry]
+            for stale in same[:max(0, len(same) + 1 - int(limit))]:
+                _evict(stale)
+        _touch(entry)
+    return value
+
+
+def peek_model(key: tuple):
+    """The value cached under ``key`` or None, without loading or touching anything."""
+    entry = _models.get(key)
+    return None if entry is None else entry.value
+
+
+def _touch(entry: CachedModel) -> None:
+    """Mark ``entry`` most recently used (by the running node); inside ComfyUI, list a new
+    entry among the memory manager's loaded models.
+
+    The entry is listed directly rather than through `load_models_gpu`: the pack has placed the
+    model already (stages make room before they load), and `load_models_gpu` could evict other
+    models the same node holds, which would then be loaded a second time."""
+    _models.pop(entry.key, None)
+    _models[entry.key] = entry
+    owner = _owner()
+    if owner is not None:
+        entry.owner = owner
+    if IN_COMFYUI and entry.patcher is None:
+        entry.patcher = _patcher_class()(entry)
+        loaded = _mm.LoadedModel(entry.patcher)
+        loaded.model_load()
+        _mm.current_loaded_models.insert(0, loaded)
+
+
+_retired: list = []  # patchers ComfyUI is unloading: kept alive until its unload loop is over
+
+
+def _evict(entry: CachedModel, by_comfyui: bool = False) -> None:
+    """Drop ``entry`` from the registry, run its unload hook and let go of the value.
+
+    When ComfyUI is the one unloading (inside `free_memory`, which walks its loaded list by
+    index), its list must not change under it: nothing is removed from it here, the patcher is
+    kept alive until the next registry call (its model's finalizer would otherwise prune the
+    list mid-loop), and models sharing this one's weights are left for ComfyUI to unload in
+    turn. Otherwise the entry's record is taken out of ComfyUI's list too, and those models go
+    with it."""
+    with _models_lock:
+        if _models.get(entry.key) is entry:
+            del _models[entry.key]
+        if entry.patcher is not None:
+            if by_comfyui:
+                _retired.append(entry.patcher)
+            else:
+                for i in range(len(_mm.current_loaded_models) - 1, -1, -1):
+                    loaded = _mm.current_loaded_models[i]
+                    if loaded.model is entry.patcher:
+                        _mm.current_loaded_models.pop(i)
+                        if loaded.model_finalizer is not None:
+                            loaded.model_finalizer.detach()
+                            loaded.model_finalizer = None
+        value, entry.value, entry.modules = entry.value, None, ()
+        children = [] if by_comfyui else [e for e in list(_models.values())
+                                          if e.parent == entry.key]
+    for child in children:
+        _evict(child)
+    if entry.unload is not None and value is not None:
+        try:
+            entry.unload(value)
+        except Exception:  # noqa: BLE001 - an unload hook must not break the memory manager
+            import logging
+
+            logging.getLogger("spinbot").exception("unloading %s failed", entry.name)
+
+
+def evict_models(kind: str | None = None, key: tuple | None = None) -> int:
+    """Evict the entries of one ``kind`` (or one ``key``, or all); returns how many went."""
+    with _models_lock:
+        _retired.clear()
+        chosen = [e for e in list(_models.values())
+                  if (kind is None or e.kind == kind) and (key is None or e.key == key)]
+        for entry in chosen:
+            _evict(entry)
+    if chosen:
+        release_memory()
+    return len(chosen)
+
+
+def unload_all() -> int:
+    """Evict every cached model of the pack (what ComfyUI's "Unload models" does to them)."""
+    return evict_models()
+
+
+def resident_models() -> list[dict]:
+    """The pack's cached models, most recently used last: name, kind, device, bytes."""
+    return [entry.describe() for entry in list(_models.values())]
+
+
+def _models_in_use() -> list:
+    """ComfyUI's LoadedModel records of the pack models the running node fetched."""
+    owner = _owner()
+    if owner is None:
+        return []
+    patchers = [e.patcher for e in list(_models.values())
+                if e.owner == owner and e.patcher is not None]
+    return [lm for lm in _mm.current_loaded_models if any(lm.model is p for p in patchers)]
+
+
+class ModelRef:
+    """A node output's handle on a cached model: attribute access and calls go to the model in
+    the registry, which ``load`` rebuilds from disk after an eviction. Holding a ModelRef (in
+    ComfyUI's output cache, say) keeps no weights alive."""
+
+    __slots__ = ("kind", "key", "name", "_load", "_options")
+
+    def __init__(self, kind: str, key: tuple, load, name: str, **options):
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "_load", load)
+        object.__setattr__(self, "_options", options)
+
+    def resolve(self):
+        return cached_model(self.kind, self.key, self._load, name=self.name, **self._options)
+
+    def __getattr__(self, attr):
+        return getattr(self.resolve(), attr)
+
+    def __setattr__(self, attr, value):
+        setattr(self.resolve(), attr, value)
+
+    def __call__(self, *args, **kwargs):
+        return self.resolve()(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"ModelRef({self.kind}, {self.name})"
+
+
+def resolve(obj):
+    """The model behind a `ModelRef` (anything else is returned as it is)."""
+    return obj.resolve() if isinstance(obj, ModelRef) else obj
+
+
+_patcher_cls = None
+
+
+def _patcher_class():
+    """A ModelPatcher over a registry entry (defined lazily: it needs ComfyUI).
+
+    The pack places its own models (diffusers offload hooks, per-run device moves), so loading
+    moves nothing: the patcher reports the entry's size and how much of it is on the device.
+    Unloading (`detach` with ``unpatch_all``, as `free_memory` / `unload_all_models` do) evicts
+    the entry; a partial unload frees nothing, so ComfyUI goes on to a full one."""
+    global _patcher_cls
+    if _patcher_cls is not None:
+        return _patcher_cls
+    import comfy.model_patcher as _mp  # type: ignore[import-not-found]
+
+    class SpinBotModel:
+        """What ComfyUI sees as the patched model; it holds no weights."""
+
+        def __init__(self, kind: str, name: str):
+            self.kind, self.name = kind, name
+
+        def __repr__(self) -> str:
+            return f"SpinBotModel({self.kind}: {self.name})"
+
+    class SpinBotPatcher(_mp.ModelPatcher):
+        def __init__(self, entry: CachedModel):
+            self.spinbot_key = entry.key
+            super().__init__(SpinBotModel(entry.kind, entry.name), load_device=entry.load_device,
+                             offload_device=offload_device(), size=max(entry.size(), 1))
+
+        def _entry(self) -> CachedModel | None:
+            return _models.get(self.spinbot_key)
+
+        def model_size(self):
+            entry = self._entry()
+            return max(entry.size(), 1) if entry is not None else self.size
+
+        def loaded_size(self):
+            entry = self._entry()
+            return entry.loaded_bytes() if entry is not None else 0
+
+        def current_loaded_device(self):
+            return self.load_device
+
+        def partially_load(self, device_to, extra_memory=0, force_patch_weights=False):
+            return 0
+
+        def partially_unload(self, device_to, memory_to_free=0):
+            return 0
+
+        def detach(self, unpatch_all=True):
+            if unpatch_all:
+                entry = self._entry()
+                if entry is not None and entry.patcher is self:
+                    _evict(entry, by_comfyui=True)
+            return self.model
+
+    _patcher_cls = SpinBotPatcher
+    return _patcher_cls
+
+
+def _register_routes() -> None:
+    """GET /spinbot/models: the pack's resident models, read-only (inside ComfyUI only)."""
+    if not IN_COMFYUI:
+        return
+    try:
+        from aiohttp import web
+        import server  # type: ignore[import-not-found]
+
+        routes = server.PromptServer.instance.routes
+    except Exception:  # noqa: BLE001 - ComfyUI used as a library, without a server
+        return
+
+    @routes.get("/spinbot/models")
+    async def spinbot_models(_request):
+        return web.json_response({"models": resident_models()})
+
+
+_register_routes()

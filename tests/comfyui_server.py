@@ -27,7 +27,7 @@ def free_port() -> int:
 
 class ComfyUI:
     def __init__(self, comfy_path: str, base_dir: str, startup_timeout: float = 240.0,
-                 link_pack: bool = True):
+                 link_pack: bool = True, extra_args: tuple[str, ...] = ()):
         self.base_dir = base_dir
         for sub in ("custom_nodes", "input", "output", "temp", "models", "user"):
             os.makedirs(os.path.join(base_dir, sub), exist_ok=True)
@@ -42,7 +42,7 @@ class ComfyUI:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SPINBOT_")}
         self.proc = subprocess.Popen(
             [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-             "--base-directory", base_dir, "--disable-auto-launch"],
+             "--base-directory", base_dir, "--disable-auto-launch", *extra_args],
             cwd=comfy_path, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         deadline = time.time() + startup_timeout
         while time.time() < deadline:

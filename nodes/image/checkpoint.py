@@ -15,8 +15,7 @@ import contextlib
 import inspect
 import json
 import os
-import threading
-from collections import OrderedDict
+import weakref
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,7 +26,8 @@ from .. import runtime
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 ARCH_LABELS = {"sd15": "SD 1.5", "sdxl_base": "SDXL base", "sdxl_refiner": "SDXL refiner"}
 TOKENIZER_FOLDER = "text_encoders/clip-vit-large-patch14"
-_CACHE_SIZE = 2
+_CACHE_SIZE = 2           # base pipelines kept (a base and a refiner)
+_DERIVED_CACHE_SIZE = 4   # LoRA copies kept (they hold only their patched layers)
 
 
 class ImageModelError(ValueError):
@@ -36,7 +36,11 @@ class ImageModelError(ValueError):
 
 @dataclass(frozen=True)
 class ImageModel:
-    """SPINBOT_IMAGE_MODEL: a diffusers pipeline plus what the stage node needs to know."""
+    """SPINBOT_IMAGE_MODEL: a diffusers pipeline plus what the stage node needs to know.
+
+    ``pipe`` is a `runtime.ModelRef` into the model cache (it reloads the pipeline after ComfyUI
+    unloaded it), so a node output holds no weights; anything with the pipeline's interface works
+    too (tests wrap it)."""
     pipe: Any
     arch: str                      # sd15 | sdxl_base | sdxl_refiner
     name: str
@@ -46,8 +50,21 @@ class ImageModel:
     device: str = "cpu"
     extra: dict = field(default_factory=dict, compare=False)
 
-    def with_pipe(self, pipe: Any, **changes) -> "ImageModel":
-        return replace(self, pipe=pipe, **changes)
+    def with_pipe(self, pipe: Any, rebuild=None, **changes) -> "ImageModel":
+        """This model with another pipeline (a LoRA copy sharing this one's weights).
+
+        With ``rebuild`` (a function that makes the pipeline again, e.g. re-applies the LoRAs)
+        the copy goes into the model cache as a child of this model's pipeline, so ComfyUI can
+        unload it and it comes back when used; without it the pipeline is held as it is."""
+        if rebuild is None or not isinstance(self.pipe, runtime.ModelRef):
+            return replace(self, pipe=pipe, **changes)
+        key = self.pipe.key + (("derived", repr(changes.get("loras", self.loras))),)
+        name = f"{self.name} + " + ", ".join(n for n, _s in changes.get("loras", self.loras))
+        options = dict(name=name, modules=pipeline_modules, limit=_DERIVED_CACHE_SIZE,
+                       parent=self.pipe.key)
+        runtime.put_model("image_lora", key, runtime.resolve(pipe), **options)
+        ref = runtime.ModelRef("image_lora", key, lambda: runtime.resolve(rebuild()), **options)
+        return replace(self, pipe=ref, **changes)
 
 
 # ----------------------------------------------------------------------------- detection
@@ -220,21 +237,11 @@ def load_diffusers_folder(folder: str, dtype: torch.dtype, vae_path: str | None 
 
 def rebuild_pipeline(pipe: Any, components: dict[str, Any]) -> Any:
     """A new pipeline of the same class over ``components``, with the same init options."""
+    pipe = runtime.resolve(pipe)
     accepted = inspect.signature(type(pipe).__init__).parameters
     options = {k: v for k, v in pipe.config.items()
                if k in accepted and k not in components and not k.startswith("_")}
     return type(pipe)(**components, **options)
-
-
-_cache: "OrderedDict[tuple, ImageModel]" = OrderedDict()
-_cache_lock = threading.Lock()
-
-
-def _stamp(path: str | None) -> tuple:
-    if not path:
-        return ()
-    st = os.stat(path)
-    return (path, st.st_size, st.st_mtime_ns)
 
 
 def choose_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
@@ -285,34 +292,78 @@ def offload_all(*models: "ImageModel | None") -> None:
             model.pipe.maybe_free_model_hooks()
 
 
-def load_image_model(path: str, vae_path: str | None = None, precision: str = "auto",
-                     offload: str = "auto") -> ImageModel:
-    """The cached base pipeline for a checkpoint file or diffusers folder (keyed by mtime)."""
-    device = runtime.torch_device()
-    dtype = choose_dtype(device, precision)
-    key = (_stamp(path), _stamp(vae_path), str(dtype), str(device), offload)
-    with _cache_lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
+def pipeline_modules(pipe: Any) -> list[torch.nn.Module]:
+    """The torch modules of a pipeline (what its memory is made of)."""
+    return [m for m in runtime.resolve(pipe).components.values() if isinstance(m, torch.nn.Module)]
+
+
+def source_files(path: str, vae_path: str | None = None) -> list[str]:
+    """Every file or folder a load of ``path`` reads: the checkpoint (a diffusers folder as a
+    whole), its own ``.config/`` folder, the separate VAE and the CLIP tokenizer folders."""
+    files = [path]
+    if not os.path.isdir(path):
+        own = os.path.splitext(path)[0] + ".config"
+        if os.path.isdir(own):
+            files.append(own)
+        files += [os.path.join(p, "clip-vit-large-patch14")
+                  for p in runtime.model_folder_paths("text_encoders")]
+    return files + ([vae_path] if vae_path else [])
+
+
+def cache_key(path: str, vae_path: str | None, dtype: torch.dtype, device: torch.device,
+              offload: str) -> tuple:
+    """What a cached pipeline is: the stamps of the files it was built from, the dtype, the
+    device and the offload *setting* (never the free memory the auto setting looked at)."""
+    return ("image", tuple(runtime.file_stamp(f) for f in source_files(path, vae_path)),
+            bool(vae_path), str(dtype), str(device), offload)
+
+
+_ARCH_BY_CLASS = {"StableDiffusionPipeline": "sd15", "StableDiffusionXLPipeline": "sdxl_base",
+                  "StableDiffusionXLImg2ImgPipeline": "sdxl_refiner"}
+
+
+def _build_pipeline(path: str, vae_path: str | None, dtype: torch.dtype, device: torch.device,
+                    offload: str) -> Any:
     with offline():
         if os.path.isdir(path):
-            pipe, arch = load_diffusers_folder(path, dtype, vae_path)
+            pipe, _arch = load_diffusers_folder(path, dtype, vae_path)
         else:
-            pipe, arch = load_single_file(path, dtype, vae_path)
+            pipe, _arch = load_single_file(path, dtype, vae_path)
     pipe.set_progress_bar_config(disable=True)
     offloaded = choose_offload(device, model_bytes(pipe), offload)
     place_pipeline(pipe, device, offloaded)
-    model = ImageModel(pipe=pipe, arch=arch, name=os.path.basename(path.rstrip("/\\")),
-                       offloaded=offloaded, device=str(device))
-    with _cache_lock:
-        _cache[key] = model
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
+    pipe.spinbot_offloaded = offloaded
+    return pipe
+
+
+def load_image_model(path: str, vae_path: str | None = None, precision: str = "auto",
+                     offload: str = "auto") -> ImageModel:
+    """The base pipeline for a checkpoint file or diffusers folder, from the model cache (loaded
+    when it is not there; the two most recently used stay)."""
+    device = runtime.torch_device()
+    dtype = choose_dtype(device, precision)
+    if offload not in ("auto", "none", "model_cpu_offload"):
+        raise ImageModelError(f"unknown offload '{offload}'; choose auto, none or model_cpu_offload.")
+    name = os.path.basename(path.rstrip("/\\"))
+    key = cache_key(path, vae_path, dtype, device, offload)
+    ref = runtime.ModelRef("image", key,
+                           lambda: _build_pipeline(path, vae_path, dtype, device, offload),
+                           name=name, modules=pipeline_modules, limit=_CACHE_SIZE)
+    pipe = ref.resolve()
+    model = _handles.get(key)
+    if model is None:
+        model = ImageModel(pipe=ref, arch=_ARCH_BY_CLASS[type(pipe).__name__], name=name,
+                           offloaded=bool(getattr(pipe, "spinbot_offloaded", False)),
+                           device=str(device))
+        _handles[key] = model
     return model
 
 
+# The same load gives the same handle while one is in use (handles hold no weights).
+_handles: "weakref.WeakValueDictionary[tuple, ImageModel]" = weakref.WeakValueDictionary()
+
+
 def clear_cache() -> None:
-    with _cache_lock:
-        _cache.clear()
-    runtime.release_memory()
+    """Evict every cached image pipeline (bases and LoRA copies)."""
+    runtime.evict_models("image_lora")
+    runtime.evict_models("image")

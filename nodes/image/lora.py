@@ -204,7 +204,9 @@ def apply_loras(model: ImageModel, loras: list[tuple[str, str, float]]) -> Image
     if model.offloaded:
         place_pipeline(pipe, torch.device(model.device), offload=True)
     applied = model.loras + tuple((name, float(s)) for _path, name, s in loras)
-    return model.with_pipe(pipe, trigger_words=tuple(triggers), loras=applied)
+    # Cached as a copy of the base: after ComfyUI unloads it, it is made again from the files.
+    return model.with_pipe(pipe, rebuild=lambda: apply_loras(model, loras).pipe,
+                           trigger_words=tuple(triggers), loras=applied)
 
 
 def describe(model: ImageModel) -> dict[str, Any]:

@@ -1,14 +1,13 @@
 """Image stage nodes: SD 1.5 / SDXL model loader, identity LoRA loader, stage image."""
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 
 import torch
 
 from .. import manifest, runtime
 from ..script.segments import SEGMENTS_TYPE
-from .checkpoint import ImageModelError, load_image_model
+from .checkpoint import ImageModelError, load_image_model, source_files
 from .generate import SCHEDULERS, SIZE_PRESETS, ImageSettings, generate_images, resolve_size
 from .lora import apply_loras
 
@@ -71,12 +70,17 @@ class SpinBotImageModel:
 
     @classmethod
     def IS_CHANGED(cls, checkpoint: str = "", vae: str = NONE, **_):
-        if checkpoint.startswith(DIFFUSERS_PREFIX):
-            path = runtime.find_model("diffusers", checkpoint[len(DIFFUSERS_PREFIX):])
-            index = os.path.join(path, "model_index.json") if path else None
-            stamp = os.stat(index).st_mtime_ns if index and os.path.exists(index) else ""
-            return f"{checkpoint}|{stamp}|{runtime.model_stamp('vae', vae)}"
-        return f"{runtime.model_stamp('checkpoints', checkpoint)}|{runtime.model_stamp('vae', vae)}"
+        try:
+            path = _model_path(checkpoint)
+        except ImageModelError:
+            return f"{checkpoint}|missing|{runtime.model_stamp('vae', vae)}"
+        vae_path = runtime.find_model("vae", vae) if vae and vae != NONE else None
+        # every file the load reads: a diffusers folder's weights, the .config folder beside a
+        # single file, the CLIP tokenizer folder and the VAE
+        stamps = [runtime.file_stamp(f) for f in source_files(path, vae_path)]
+        if vae_path is None:
+            stamps.append(runtime.model_stamp("vae", vae))  # "none", or a name not found
+        return "|".join(stamps)
 
     def load(self, checkpoint: str, vae: str, precision: str, offload: str):
         vae_path = None

@@ -18,6 +18,7 @@ frame (``repeat last``). A video longer than the speech is cut to the speech.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -225,6 +226,20 @@ def _preview(frame: np.ndarray):
     from PIL import Image
 
     return ("JPEG", Image.fromarray(frame), 512)
+
+
+def get_wav2lip(path: str, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """The Wav2Lip generator in ``path`` on ``device`` in ``dtype``, from the pack's model cache
+    (one at a time; ComfyUI can unload it)."""
+    from .wav2lip import load_wav2lip
+
+    def load() -> torch.nn.Module:
+        runtime.evict_models("lipsync")  # one at a time: the old one goes before the new one loads
+        return load_wav2lip(path, device=device, dtype=dtype)
+
+    key = ("lipsync", runtime.file_stamp(path), str(device), str(dtype))
+    return runtime.cached_model("lipsync", key, load, name=os.path.basename(path),
+                                modules=lambda m: [m], limit=1)
 
 
 def video_key(source: FrameSource, audio: dict, settings: LipSyncSettings, model_id,

@@ -115,8 +115,24 @@ class InsightFaceDetector:
         return [(*map(float, f.bbox[:4]), float(f.det_score)) for f in faces]
 
 
+def _detector_bytes(detector: InsightFaceDetector, pack_dir: str) -> int:
+    """Size of the ONNX file the session holds (the pack's files when insightface hides it)."""
+    model = getattr(detector.analysis, "det_model", None)
+    path = getattr(model, "model_file", None)
+    if path and os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(p) for p in glob.glob(os.path.join(pack_dir, "*.onnx")))
+
+
 def load_detector(pack: str, device: str = "cpu", det_size: int = 640) -> InsightFaceDetector:
-    return InsightFaceDetector(find_pack(pack), device=device, det_size=det_size)
+    """The face detector of an insightface pack, from the pack's model cache (ComfyUI can unload
+    it; its key is the pack folder's stamp, the device and the detection size)."""
+    pack_dir = find_pack(pack)
+    key = ("face_detector", runtime.file_stamp(pack_dir), str(device), int(det_size))
+    return runtime.cached_model(
+        "face_detector", key,
+        lambda: InsightFaceDetector(pack_dir, device=device, det_size=det_size),
+        name=os.path.basename(pack_dir), size_of=lambda d: _detector_bytes(d, pack_dir), limit=1)
 
 
 # --------------------------------------------------------------------------- choosing, padding

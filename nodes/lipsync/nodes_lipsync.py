@@ -1,17 +1,13 @@
 """SpinBot Wav2Lip: lip-sync a face (frames, one still image, or a SPINBOT_VIDEO) to speech."""
 from __future__ import annotations
 
-import glob
-import os
-
 import torch
 
 from .. import runtime
 from ..manifest import require_model
 from ..media import MediaError
-from ..upscale.model import identity as file_identity
 from ..video.store import SpinBotVideo, load_video
-from .engine import LOOP_MODES, FrameSource, LipSyncSettings, lip_sync, video_key
+from .engine import LOOP_MODES, FrameSource, LipSyncSettings, get_wav2lip, lip_sync, video_key
 from .faces import DEFAULT_PACK, NO_FACE_POLICIES, Pads, find_pack, list_detector_packs, load_detector
 from .paste import RESIZE_MODES, MouthRegion
 
@@ -39,7 +35,16 @@ def _pack_identity(pack: str) -> list:
         path = find_pack(pack)
     except FileNotFoundError:
         return [pack]
-    return [pack, *(file_identity(p) for p in sorted(glob.glob(os.path.join(path, "*.onnx"))))]
+    return [pack, runtime.file_stamp(path)]
+
+
+def _crop_upscaler_identity(crop_upscale: str) -> str:
+    """The crop upscaler's choice, with its file's stamp when it is a model."""
+    if crop_upscale in RESIZE_MODES:
+        return crop_upscale
+    from ..upscale.model import FOLDER as UPSCALE_FOLDER
+
+    return runtime.model_stamp(UPSCALE_FOLDER, crop_upscale)
 
 
 class _CropUpscaler:
@@ -145,9 +150,12 @@ class SpinBotWav2Lip:
         }
 
     @classmethod
-    def IS_CHANGED(cls, model_name: str = "", face_detector: str = "", **_inputs):
-        # The result depends on the files' content, not just their names.
-        return repr((runtime.model_stamp(FOLDER, model_name), _pack_identity(face_detector)))
+    def IS_CHANGED(cls, model_name: str = "", face_detector: str = "", crop_upscale: str = "",
+                   **_inputs):
+        # The result depends on the files' content, not just their names: the Wav2Lip file, the
+        # detector pack and the crop upscaler's file.
+        return repr((runtime.model_stamp(FOLDER, model_name), _pack_identity(face_detector),
+                     _crop_upscaler_identity(crop_upscale)))
 
     def lipsync(self, model_name: str, face_detector: str, audio: dict, fps: float,
                 batch_size: int, face_index: int, pad_top: int, pad_bottom: int, pad_left: int,
@@ -168,20 +176,18 @@ class SpinBotWav2Lip:
             resize_mode=resize, detect_every=max(1, int(detect_every)))
         model_path = require_model(FOLDER, model_name)
         find_pack(face_detector)  # a missing pack fails before any work, naming the folder
-        key = video_key(source, audio, settings, [file_identity(model_path), crop_upscale],
+        key = video_key(source, audio, settings,
+                        [runtime.file_stamp(model_path), _crop_upscaler_identity(crop_upscale)],
                         _pack_identity(face_detector))
         existing = load_video(key)  # the same inputs were lip-synced before (a re-queue)
         if existing is not None:
             return (existing,)
 
-        from .wav2lip import load_wav2lip
-
         device = runtime.torch_device()
         model = detector = upscaler = None
         try:
             detector = load_detector(face_detector, device=device.type)
-            model = load_wav2lip(model_path, device=device,
-                                 dtype=runtime.torch_dtype(device, allow_bf16=False))
+            model = get_wav2lip(model_path, device, runtime.torch_dtype(device, allow_bf16=False))
             if crop_upscale not in RESIZE_MODES:
                 upscaler = _CropUpscaler(crop_upscale, device)
             result = lip_sync(model, detector, source, audio, settings, key=key,

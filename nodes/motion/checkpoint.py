@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -289,17 +288,23 @@ def apply_policy(pipe, device: torch.device, policy: MemoryPolicy) -> None:
 
 # ----------------------------------------------------------------------------- cache
 
-_cache: dict[tuple, MotionModel] = {}
-_lock = threading.Lock()
+def source_files(path: str, clip_vision: str | None = None) -> list[str]:
+    """Every file or folder a load of ``path`` reads: the checkpoint (a diffusers folder as a
+    whole), its own ``.config/`` folder and the separate CLIP image encoder."""
+    files = [path]
+    own = os.path.splitext(path)[0] + ".config"
+    if not os.path.isdir(path) and os.path.isdir(own):
+        files.append(own)
+    return files + ([clip_vision] if clip_vision else [])
 
 
-def _stamp(path: str | None) -> tuple:
-    if not path:
-        return ()
-    if os.path.isdir(path):
-        path = os.path.join(path, "model_index.json")
-    st = os.stat(path)
-    return (path, st.st_size, st.st_mtime_ns)
+def cache_key(path: str, clip_vision: str | None, dtype: torch.dtype, device: torch.device,
+              memory: str) -> tuple:
+    """What a cached pipeline is: stamps of the files read, dtype, device and the memory *mode*.
+    The policy the auto mode picks from the free memory is decided once, when it loads: a key
+    holding it would load a second copy whenever the free memory moved across the threshold."""
+    return ("motion", tuple(runtime.file_stamp(f) for f in source_files(path, clip_vision)),
+            bool(clip_vision), str(dtype), str(device), memory)
 
 
 def resolve_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
@@ -310,19 +315,10 @@ def resolve_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
     return torch.float32 if device.type == "cpu" else torch.float16
 
 
-def load_motion_model(path: str, clip_vision: str | None = None, precision: str = "auto",
-                      memory: str = "auto") -> MotionModel:
-    """The (single-entry) cached pipeline for a checkpoint file or diffusers folder, placed on
-    the device under the memory policy."""
-    device = runtime.torch_device()
-    dtype = resolve_dtype(device, precision)
+def _build_pipeline(path: str, clip_vision: str | None, dtype: torch.dtype,
+                    device: torch.device, memory: str):
     policy = memory_policy(device, memory)
-    key = (_stamp(path), _stamp(clip_vision), str(dtype), str(device), policy)
-    with _lock:
-        if key in _cache:
-            return _cache[key]
-        _cache.clear()  # one SVD at a time: a second copy would not fit the budget
-    runtime.release_memory()
+    runtime.evict_models("motion")  # one SVD at a time: the old one goes before the new one loads
     with offline():
         if os.path.isdir(path):
             pipe, arch = load_diffusers_folder(path, dtype, clip_vision)
@@ -330,19 +326,37 @@ def load_motion_model(path: str, clip_vision: str | None = None, precision: str 
             pipe, arch = load_single_file(path, dtype, clip_vision)
     pipe.set_progress_bar_config(disable=True)
     if device.type != "cpu":
-        size = sum(p.numel() * p.element_size() for m in pipe.components.values()
-                   if isinstance(m, torch.nn.Module) for p in m.parameters())
+        size = sum(p.numel() * p.element_size() for m in pipeline_modules(pipe) for p in m.parameters())
         runtime.make_room(int(size * (0.6 if policy.offload else 1.3)), device)
     apply_policy(pipe, device, policy)
-    model = MotionModel(pipe=pipe, arch=arch, name=os.path.basename(path.rstrip("/\\")),
-                        dtype=dtype, device=device,
-                        extra={"policy": policy, "stamp": repr(key[:3])})
-    with _lock:
-        _cache[key] = model
-    return model
+    pipe.spinbot_arch, pipe.spinbot_policy = arch, policy
+    return pipe
+
+
+def pipeline_modules(pipe) -> list[torch.nn.Module]:
+    """The torch modules of a pipeline (what its memory is made of)."""
+    return [m for m in runtime.resolve(pipe).components.values() if isinstance(m, torch.nn.Module)]
+
+
+def load_motion_model(path: str, clip_vision: str | None = None, precision: str = "auto",
+                      memory: str = "auto") -> MotionModel:
+    """The pipeline for a checkpoint file or diffusers folder, from the model cache (one SVD at
+    a time: a second copy would not fit the budget), placed on the device under the memory
+    policy when it loads."""
+    device = runtime.torch_device()
+    dtype = resolve_dtype(device, precision)
+    if memory not in ("auto", "low_vram", "full"):
+        raise MotionModelError(f"unknown memory mode '{memory}' (auto, low_vram or full)")
+    key = cache_key(path, clip_vision, dtype, device, memory)
+    name = os.path.basename(path.rstrip("/\\"))
+    ref = runtime.ModelRef("motion", key,
+                           lambda: _build_pipeline(path, clip_vision, dtype, device, memory),
+                           name=name, modules=pipeline_modules, limit=1)
+    pipe = ref.resolve()
+    return MotionModel(pipe=ref, arch=pipe.spinbot_arch, name=name, dtype=dtype, device=device,
+                       extra={"policy": pipe.spinbot_policy, "stamp": repr(key[1:])})
 
 
 def clear_cache() -> None:
-    with _lock:
-        _cache.clear()
-    runtime.release_memory()
+    """Evict the cached SVD pipeline."""
+    runtime.evict_models("motion")

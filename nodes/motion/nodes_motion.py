@@ -7,7 +7,7 @@ import torch
 
 from .. import runtime
 from ..script.segments import SEGMENTS_TYPE, coerce_segments
-from .checkpoint import MotionModel, MotionModelError, load_motion_model
+from .checkpoint import MotionModel, MotionModelError, load_motion_model, source_files
 from .generate import FIT_MODES, MotionSettings, animate, duration_of
 
 MOTION_MODEL = "SPINBOT_SVD_MODEL"
@@ -35,16 +35,6 @@ def _model_path(name: str) -> str:
                                "(huggingface.co/stabilityai/stable-video-diffusion-img2vid-xt) or "
                                "svd.safetensors in models/checkpoints.")
     return path
-
-
-def _stamp(path: str | None) -> str:
-    if not path:
-        return ""
-    probe = os.path.join(path, "model_index.json") if os.path.isdir(path) else path
-    if not os.path.exists(probe):
-        return path
-    stat = os.stat(probe)
-    return f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
 class SpinBotSVDModel:
@@ -82,7 +72,11 @@ class SpinBotSVDModel:
         if checkpoint.startswith(DIFFUSERS_PREFIX):
             folder, name = "diffusers", checkpoint[len(DIFFUSERS_PREFIX):]
         vision = runtime.find_model("clip_vision", clip_vision) if clip_vision != NONE else None
-        return f"{_stamp(runtime.find_model(folder, name))}|{_stamp(vision)}"
+        path = runtime.find_model(folder, name)
+        if path is None:
+            return f"{checkpoint}|missing|{runtime.file_stamp(vision)}"
+        # every file the load reads: a diffusers folder's weights, the .config folder, clip_vision
+        return "|".join(runtime.file_stamp(f) for f in source_files(path, vision))
 
     def load(self, checkpoint: str, clip_vision: str = NONE, precision: str = "auto",
              memory: str = "auto"):

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from .. import runtime
 from ..media import MediaError, check_image
 from ..video.store import SpinBotVideo, content_key, load_video, write_video
-from .model import Upscaler, UpscaleModelError, identity as model_identity, pick_dtype
+from .model import Upscaler, UpscaleModelError, pick_dtype
 from .tiling import upscale_tiled
 
 MIN_TILE = 64  # below this the overlap dominates and tiling stops paying for itself
@@ -270,7 +270,7 @@ def video_key(upscaler: Upscaler, settings: UpscaleSettings, video: SpinBotVideo
     """Cache key of an upscaled video: model file, settings, run dtype and the input video."""
     device = device or runtime.torch_device()
     dtype = pick_dtype(upscaler, settings.precision, device)
-    return content_key("upscale", model_identity(upscaler.path), settings.target_scale,
+    return content_key("upscale", runtime.file_stamp(upscaler.path), settings.target_scale,
                        settings.tile, settings.overlap, str(dtype), video.identity())
 
 

@@ -70,20 +70,21 @@ class Upscaler:
         return self.descriptor(image)
 
 
-def identity(path: str) -> tuple[str, int, int]:
-    """What a model file is for caching: name, size and modification time."""
-    stat = os.stat(path)
-    return os.path.basename(path), stat.st_size, stat.st_mtime_ns
-
-
 def list_upscalers() -> list[str]:
     return runtime.list_models(FOLDER, SUFFIXES)
 
 
+_CACHE_SIZE = 2  # the video upscaler and a lip-sync crop upscaler
+
+
 def load_upscaler(name: str) -> Upscaler:
-    """Load ``name`` from the upscale_models folder(s); a missing file names folder and source."""
+    """``name`` from the upscale_models folder(s), from the pack's model cache (loaded on the
+    CPU when it is not there; ComfyUI can unload it); a missing file names folder and source.
+    The engine moves it to the device for a run and back afterwards."""
     path = require_model(FOLDER, name)
-    return load_upscaler_file(path, name)
+    return runtime.cached_model("upscale", ("upscale", runtime.file_stamp(path)),
+                                lambda: load_upscaler_file(path, name), name=name,
+                                modules=lambda up: [up.descriptor.model], limit=_CACHE_SIZE)
 
 
 def _read_state_dict(path: str, name: str) -> dict:

@@ -11,7 +11,6 @@ and cross-faded; pieces of equal length are sampled as one batch.
 from __future__ import annotations
 
 import os
-import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -54,31 +53,31 @@ class Synthesis:
 
 # --------------------------------------------------------------------------- model cache
 
-_cache: dict = {}
-_cache_lock = threading.Lock()
-
-
-def _key(path: str) -> tuple:
-    stat = os.stat(path)
-    return (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+def model_files(f5_path: str, vocos_dir: str) -> list[str]:
+    """Every file or folder `get_models` reads: the F5 checkpoint, the vocab.txt beside it and
+    the Vocos folder (config.yaml and its weights)."""
+    return [f5_path, os.path.join(os.path.dirname(f5_path), "vocab.txt"), vocos_dir]
 
 
 def get_models(f5_path: str, vocos_dir: str,
                dtype: torch.dtype | None = None) -> tuple[cfm.F5Model, Vocos]:
-    """Load (or reuse) the F5 model and the vocoder, kept in CPU memory between runs; one pair
-    is cached. The DiT takes float16 on CUDA (the precision upstream's inference uses; bf16 has
-    3 fewer mantissa bits for the ODE state), float32 elsewhere; Vocos is small and stays float32."""
+    """Load (or reuse) the F5 model and the vocoder, kept in CPU memory between runs in the
+    pack's model cache (one pair; ComfyUI can unload it). The DiT takes float16 on CUDA (the
+    precision upstream's inference uses; bf16 has 3 fewer mantissa bits for the ODE state),
+    float32 elsewhere; Vocos is small and stays float32."""
     device = runtime.torch_device()
     dtype = dtype or runtime.torch_dtype(device, allow_bf16=False)
-    key = (_key(f5_path), _key(os.path.join(vocos_dir, "config.yaml")), dtype)
-    with _cache_lock:
-        if _cache.get("key") == key:
-            return _cache["models"]
-        _cache.clear()
-        models = (cfm.load_f5(f5_path, device="cpu", dtype=dtype),
-                  load_vocos(vocos_dir, device="cpu", dtype=torch.float32))
-        _cache.update(key=key, models=models)
-        return models
+    key = ("voice", tuple(runtime.file_stamp(f) for f in model_files(f5_path, vocos_dir)),
+           str(dtype))
+    def load() -> tuple[cfm.F5Model, Vocos]:
+        runtime.evict_models("voice")  # one pair: the old one goes before the new one loads
+        return (cfm.load_f5(f5_path, device="cpu", dtype=dtype),
+                load_vocos(vocos_dir, device="cpu", dtype=torch.float32))
+
+    return runtime.cached_model(
+        "voice", key, load,
+        name=f"{os.path.basename(f5_path)} + {os.path.basename(vocos_dir.rstrip('/'))}",
+        modules=lambda models: (models[0].dit, models[1]), limit=1)
 
 
 def _model_bytes(*modules: torch.nn.Module) -> int:
@@ -106,9 +105,8 @@ def models_on_device(models: tuple[cfm.F5Model, Vocos], device: torch.device | N
 
 
 def release_models() -> None:
-    with _cache_lock:
-        _cache.clear()
-    runtime.release_memory()
+    """Evict the cached F5-TTS and Vocos models."""
+    runtime.evict_models("voice")
 
 
 # --------------------------------------------------------------------------- planning

@@ -79,15 +79,18 @@ class SpinBotVoiceProfile:
         }
 
     @classmethod
-    def IS_CHANGED(cls, load_profile: str = NO_PROFILE, **_kw):
+    def IS_CHANGED(cls, load_profile: str = NO_PROFILE, reference_text: str = "", **_kw):
+        stamps = []
         if load_profile and load_profile != NO_PROFILE:
-            try:
+            try:  # the whole profile folder: reference.wav, the transcript and meta.json
                 folder = profiles.profile_dir(load_profile)
-                st = os.stat(os.path.join(folder, "reference.wav"))
-                return f"{load_profile}|{st.st_mtime_ns}"
-            except (OSError, VoiceError):
-                return load_profile
-        return ""
+                stamps.append(f"{load_profile}|{runtime.file_stamp(folder)}")
+            except VoiceError:
+                stamps.append(load_profile)
+        if not reference_text.strip():  # an empty transcript is made by Whisper (models/whisper)
+            stamps += [runtime.file_stamp(p)
+                       for p in runtime.model_folder_paths(profiles.WHISPER_FOLDER)]
+        return "|".join(stamps)
 
     def build(self, reference_text: str, load_profile: str, profile_name: str, save: bool,
               max_seconds: float, audio: dict | None = None):
@@ -172,7 +175,11 @@ class SpinBotF5TTS:
 
     @classmethod
     def IS_CHANGED(cls, model: str = "", vocoder: str = "", **_kw):
-        return f"{runtime.model_stamp(FOLDER, model)}|{runtime.model_stamp(FOLDER, f'{vocoder}/config.yaml')}"
+        # every file speak() reads: the checkpoint, the vocab.txt beside it, the Vocos folder
+        f5_path, vocos_dir = runtime.find_model(FOLDER, model), runtime.find_model(FOLDER, vocoder)
+        if f5_path is None or vocos_dir is None:
+            return f"{runtime.model_stamp(FOLDER, model)}|{runtime.model_stamp(FOLDER, vocoder)}"
+        return "|".join(runtime.file_stamp(f) for f in engine.model_files(f5_path, vocos_dir))
 
     def speak(self, voice, text: str, model: str, vocoder: str, nfe_steps: int,
               cfg_strength: float, sway_sampling: float, speed: float, seed: int,
