@@ -395,6 +395,15 @@ class CachedModel:
 
 _models: "dict[tuple, CachedModel]" = {}
 _models_lock = threading.RLock()
+# Counts since start-up, for GET /spinbot/models and the log: how often models were loaded, and
+# unloaded by ComfyUI's memory manager or by the pack itself (limits, replaced files, clear).
+_stats = {"loaded": 0, "unloaded_by_comfyui": 0, "unloaded_by_pack": 0}
+
+
+def _log():
+    import logging
+
+    return logging.getLogger("spinbot")
 
 
 def _owner():
@@ -459,6 +468,8 @@ def put_model(kind: str, key: tuple, value, *, name: str, modules=None, size: in
             _evict(old)
         entry = CachedModel(kind, key, name, value, mods, size, unload, parent)
         _models[key] = entry
+        _stats["loaded"] += 1
+        _log().info("SpinBot model cache: loaded %s %s (%.1f MiB)", kind, name, entry.size() / 2**20)
         if limit is not None:
             same = [e for e in _models.values() if e.kind == kind and e is not entry]
             for stale in same[:max(0, len(same) + 1 - int(limit))]:
@@ -518,6 +529,10 @@ def _evict(entry: CachedModel, by_comfyui: bool = False) -> None:
                         if loaded.model_finalizer is not None:
                             loaded.model_finalizer.detach()
                             loaded.model_finalizer = None
+        if entry.value is not None:
+            _stats["unloaded_by_comfyui" if by_comfyui else "unloaded_by_pack"] += 1
+            _log().info("SpinBot model cache: unloaded %s %s (by %s)", entry.kind, entry.name,
+                        "ComfyUI" if by_comfyui else "SpinBot")
         value, entry.value, entry.modules = entry.value, None, ()
         children = [] if by_comfyui else [e for e in list(_models.values())
                                           if e.parent == entry.key]
@@ -527,9 +542,7 @@ def _evict(entry: CachedModel, by_comfyui: bool = False) -> None:
         try:
             entry.unload(value)
         except Exception:  # noqa: BLE001 - an unload hook must not break the memory manager
-            import logging
-
-            logging.getLogger("spinbot").exception("unloading %s failed", entry.name)
+            _log().exception("unloading %s failed", entry.name)
 
 
 def evict_models(kind: str | None = None, key: tuple | None = None) -> int:
@@ -553,6 +566,11 @@ def unload_all() -> int:
 def resident_models() -> list[dict]:
     """The pack's cached models, most recently used last: name, kind, device, bytes."""
     return [entry.describe() for entry in list(_models.values())]
+
+
+def model_cache_stats() -> dict:
+    """How many models were loaded, and unloaded by ComfyUI or by the pack, since start-up."""
+    return dict(_stats)
 
 
 def _models_in_use() -> list:
@@ -675,7 +693,7 @@ def _register_routes() -> None:
 
     @routes.get("/spinbot/models")
     async def spinbot_models(_request):
-        return web.json_response({"models": resident_models()})
+        return web.json_response({"models": resident_models(), "stats": model_cache_stats()})
 
 
 _register_routes()
