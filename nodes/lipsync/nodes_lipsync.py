@@ -95,7 +95,8 @@ class SpinBotWav2Lip:
                                   "antelopev2, ...); only its face detector is used."}),
                 "audio": ("AUDIO", {"tooltip": "The speech. Any sample rate and channel "
                                                "count; the output carries it unchanged."}),
-                "fps": ("FLOAT", {"default": 25.0, "min": 1.0, "max": 120.0, "step": 0.5,
+                "fps": ("FLOAT", {"default": 25.0, "min": 1.0, "max": 120.0, "step": 0.001,
+                                  "round": 0.001,
                                   "tooltip": "Frame rate for IMAGE input (Wav2Lip was trained at "
                                   "25). A SPINBOT_VIDEO keeps its own frame rate."}),
                 "batch_size": ("INT", {"default": 16, "min": 1, "max": 512, "tooltip":

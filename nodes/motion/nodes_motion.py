@@ -145,7 +145,8 @@ class SpinBotSVD:
                                       "Frames the VAE decodes at once; 0: the memory policy "
                                       "decides (8, or 2 under the 16 GB policy, which also "
                                       "caps larger values)."}),
-                "output_fps": ("FLOAT", {"default": 8.0, "min": 1.0, "max": 120.0, "step": 0.01,
+                "output_fps": ("FLOAT", {"default": 8.0, "min": 1.0, "max": 120.0, "step": 0.001,
+                                         "round": 0.001,
                                          "tooltip": "Frame rate of the video; each generated "
                                          "frame is one video frame."}),
             },

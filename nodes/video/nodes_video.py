@@ -13,8 +13,12 @@ from .store import SpinBotVideo, content_key, write_video
 
 VIDEO = "SPINBOT_VIDEO"
 CATEGORY = "SpinBot/video"
-_FPS = ("FLOAT", {"default": 25.0, "min": 1.0, "max": 120.0, "step": 0.01,
-                  "tooltip": "Frames per second of the video."})
+# ComfyUI's frontend rounds a FLOAT widget to its step's decimals (useFloatWidget: precision =
+# -floor(log10(step))), so a step of 0.01 turned 23.976 into 23.98; 0.001 keeps NTSC rates exact.
+_FPS = ("FLOAT", {"default": 25.0, "min": 1.0, "max": 120.0, "step": 0.001, "round": 0.001,
+                  "tooltip": "Frames per second of the video. 23.976, 29.97 and 59.94 are "
+                             "written as the exact NTSC rates 24000/1001, 30000/1001 and "
+                             "60000/1001."})
 
 
 class SpinBotImagesToVideo:
