@@ -1,0 +1,1 @@
+"""Command-line renderer and batch tools for ComfyUI-SpinBot."""
