@@ -5,7 +5,7 @@ under any folder name (ComfyUI imports it by path as `ComfyUI-SpinBot`).
 """
 from __future__ import annotations
 
-from . import runtime
+from . import metrics, runtime
 from .image import nodes_image
 from .lipsync import nodes_lipsync
 from .motion import nodes_motion
@@ -22,5 +22,8 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
 for _module in _NODE_MODULES:
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)
+# Every node's main function runs as a metrics stage (time, peak RAM/VRAM, frames) of its run.
+for _name, _cls in NODE_CLASS_MAPPINGS.items():
+    metrics.instrument_node(_cls, _name)
 
 runtime.register_model_folders()

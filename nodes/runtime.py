@@ -19,6 +19,8 @@ from typing import Iterable
 
 import torch
 
+from . import metrics
+
 try:  # ComfyUI puts these on sys.path; standalone they do not exist.
     import folder_paths as _folder_paths  # type: ignore[import-not-found]
     import comfy.model_management as _mm  # type: ignore[import-not-found]
@@ -469,6 +471,7 @@ def put_model(kind: str, key: tuple, value, *, name: str, modules=None, size: in
         entry = CachedModel(kind, key, name, value, mods, size, unload, parent)
         _models[key] = entry
         _stats["loaded"] += 1
+        metrics.model_loaded(kind)
         _log().info("SpinBot model cache: loaded %s %s (%.1f MiB)", kind, name, entry.size() / 2**20)
         if limit is not None:
             same = [e for e in _models.values() if e.kind == kind and e is not entry]
@@ -679,8 +682,75 @@ def _patcher_class():
     return _patcher_cls
 
 
+def execution_context() -> tuple[str | None, str | None]:
+    """``(prompt_id, node_id)`` of the node running now inside ComfyUI, ``(None, None)``
+    standalone or between prompts. ComfyUI sets this context around every node call
+    (`comfy_execution.utils.CurrentNodeContext`); older ComfyUIs without it fall back to the
+    server's last prompt and node ids (the node id only when a client is connected)."""
+    if not IN_COMFYUI:
+        return None, None
+    try:
+        from comfy_execution.utils import get_executing_context  # type: ignore[import-not-found]
+
+        ctx = get_executing_context()
+        if ctx is not None:
+            return ctx.prompt_id, ctx.node_id
+    except ImportError:  # pragma: no cover - older ComfyUI
+        pass
+    try:
+        import server  # type: ignore[import-not-found]
+
+        instance = server.PromptServer.instance
+        return getattr(instance, "last_prompt_id", None), getattr(instance, "last_node_id", None)
+    except Exception:  # noqa: BLE001 - no server (ComfyUI used as a library)
+        return None, None
+
+
+# ComfyUI's queue items carry no creation time, so POST /prompt is stamped by an on_prompt
+# handler (`_stamp_queue_time`) under this extra_data key, which travels with the queue item.
+QUEUED_AT_KEY = "spinbot_queued_at"
+
+
+def _stamp_queue_time(json_data: dict) -> dict:
+    """ComfyUI on_prompt handler: record when the prompt was queued (unix time) in its
+    extra_data, for the queue-wait metric."""
+    import time
+
+    if isinstance(json_data, dict):
+        extra = json_data.get("extra_data")
+        if not isinstance(extra, dict):
+            extra = json_data["extra_data"] = {}
+        extra.setdefault(QUEUED_AT_KEY, time.time())
+    return json_data
+
+
+def prompt_queued_at(prompt_id: str) -> float | None:
+    """Unix time prompt ``prompt_id`` was queued (POST /prompt), from the running queue item's
+    extra_data; None standalone, for prompts queued another way, or once it left the queue."""
+    if not IN_COMFYUI:
+        return None
+    try:
+        import server  # type: ignore[import-not-found]
+
+        queue = server.PromptServer.instance.prompt_queue
+        with queue.mutex:
+            items = list(queue.currently_running.values())
+    except Exception:  # noqa: BLE001 - no server
+        return None
+    for item in items:  # (number, prompt_id, prompt, extra_data, outputs_to_execute)
+        if len(item) > 3 and item[1] == prompt_id and isinstance(item[3], dict):
+            value = item[3].get(QUEUED_AT_KEY)
+            return float(value) if isinstance(value, (int, float)) else None
+    return None
+
+
+metrics.configure(context=execution_context, queued_at=prompt_queued_at)
+
+
 def _register_routes() -> None:
-    """GET /spinbot/models: the pack's resident models, read-only (inside ComfyUI only)."""
+    """Inside ComfyUI only: GET /spinbot/models, the pack's resident models (read-only);
+    GET /spinbot/metrics, the pack's Prometheus series (`metrics`); and the on_prompt handler
+    that stamps each queued prompt's time for the queue-wait metric."""
     if not IN_COMFYUI:
         return
     try:
@@ -694,6 +764,18 @@ def _register_routes() -> None:
     @routes.get("/spinbot/models")
     async def spinbot_models(_request):
         return web.json_response({"models": resident_models(), "stats": model_cache_stats()})
+
+    @routes.get("/spinbot/metrics")
+    async def spinbot_metrics(_request):
+        try:
+            body, content_type = metrics.prometheus_text()
+        except RuntimeError as exc:  # prometheus_client missing
+            return web.Response(status=503, text=str(exc))
+        # aiohttp wants the charset apart from the media type
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    if _stamp_queue_time not in server.PromptServer.instance.on_prompt_handlers:
+        server.PromptServer.instance.add_on_prompt_handler(_stamp_queue_time)
 
 
 _register_routes()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import inspect
 import os
 import shutil
 import subprocess
@@ -48,7 +49,8 @@ def test_node_class_is_well_formed(name):
     assert isinstance(returns, tuple)
     for attr in ("RETURN_NAMES", "OUTPUT_TOOLTIPS"):
         assert len(getattr(cls, attr)) == len(returns), (name, attr)
-    sig_params = set(getattr(cls, cls.FUNCTION).__code__.co_varnames)
+    # the pack wraps FUNCTION in a metrics stage (functools.wraps): check the node's own code
+    sig_params = set(inspect.unwrap(getattr(cls, cls.FUNCTION)).__code__.co_varnames)
     for section in ("required", "optional", "hidden"):
         for inp in types.get(section) or {}:
             assert inp in sig_params, f"{name}.{cls.FUNCTION} does not take '{inp}'"

@@ -5,7 +5,7 @@ import os
 
 import torch
 
-from .. import runtime
+from .. import metrics, runtime
 from ..media import MediaError, check_image, make_audio
 from .combine import combine_to_mp4, workflow_metadata
 from .encode import LENGTH_POLICIES, X264_PRESETS
@@ -13,6 +13,7 @@ from .store import SpinBotVideo, content_key, write_video
 
 VIDEO = "SPINBOT_VIDEO"
 CATEGORY = "SpinBot/video"
+RUN_METADATA_KEY = "spinbot_run"  # MP4 tag holding the run report (metrics.RunReport JSON)
 # ComfyUI's frontend rounds a FLOAT widget to its step's decimals (useFloatWidget: precision =
 # -floor(log10(step))), so a step of 0.01 turned 23.976 into 23.98; 0.001 keeps NTSC rates exact.
 _FPS = ("FLOAT", {"default": 25.0, "min": 1.0, "max": 120.0, "step": 0.001, "round": 0.001,
@@ -107,7 +108,8 @@ class SpinBotVideoCombine:
     RETURN_TYPES = ("STRING", "STRING")
     RETURN_NAMES = ("path", "report")
     OUTPUT_TOOLTIPS = ("Absolute path of the written MP4.",
-                       "What was written: frames, durations, loudness, length policy applied.")
+                       "What was written: frames, durations, loudness, length policy applied; "
+                       "then the run's stages so far (time, peak RAM/VRAM) and this stage's line.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -157,18 +159,25 @@ class SpinBotVideoCombine:
     def combine(self, fps, filename_prefix, crf, preset, audio_bitrate, length_policy,
                 normalize_loudness, loudness_lufs, images=None, video=None, audio=None,
                 subtitles=None, burn_in_subtitles=False, prompt=None, extra_pnginfo=None):
+        # The run so far (this stage listed as running: its own time is known only after the
+        # file is written), embedded beside the workflow and printed in the report.
+        run = metrics.run_report()
+        meta = workflow_metadata(prompt, extra_pnginfo)
+        meta[RUN_METADATA_KEY] = run.to_json()
         result = combine_to_mp4(
             images=images, video=video, fps=fps, audio=audio, subtitles=subtitles or "",
             filename_prefix=filename_prefix, crf=crf, preset=preset, audio_bitrate=audio_bitrate,
             length_policy=length_policy,
             loudness_lufs=loudness_lufs if normalize_loudness else None, burn_in=burn_in_subtitles,
-            metadata=workflow_metadata(prompt, extra_pnginfo))
+            metadata=meta)
+        metrics.add_frames(result.frames)
         out_root = os.path.realpath(runtime.output_dir())
         subfolder = os.path.relpath(os.path.dirname(result.path), out_root).replace(os.sep, "/")
         entry = {"filename": os.path.basename(result.path),
                  "subfolder": "" if subfolder == "." else subfolder,
                  "type": "output", "format": "video/mp4", "frame_rate": result.fps}
-        return {"ui": {"spinbot_video": [entry]}, "result": (result.path, result.report())}
+        report = f"{result.report()}\n{run.summary()}"
+        return {"ui": {"spinbot_video": [entry]}, "result": (result.path, report)}
 
 
 NODE_CLASS_MAPPINGS = {
