@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import http.client
 import json
 import mimetypes
 import os
@@ -36,6 +37,10 @@ UPLOAD_INPUTS = {("LoadImage", "image"), ("LoadAudio", "audio"), ("LoadVideo", "
 
 class ClientError(RuntimeError):
     pass
+
+
+class ServerUnreachable(ClientError):
+    """The server refused, reset or dropped the connection: the job may be retried elsewhere."""
 
 
 # --------------------------------------------------------------------------- workflow edits
@@ -119,8 +124,12 @@ class Client:
             detail = e.read().decode("utf-8", "replace")
             raise ClientError(f"{method} {path} -> HTTP {e.code}: {describe_error(detail)}") from None
         except urllib.error.URLError as e:
-            raise ClientError(f"cannot reach ComfyUI at {self.server} ({e.reason}); is it running? "
-                              "Start it with: python main.py --listen 127.0.0.1 --port 8188") from None
+            raise ServerUnreachable(f"cannot reach ComfyUI at {self.server} ({e.reason}); is it running? "
+                                    "Start it with: python main.py --listen 127.0.0.1 --port 8188") from None
+        except (ConnectionError, http.client.HTTPException) as e:
+            # A server that dies mid-reply resets the socket or closes it without a status line.
+            raise ServerUnreachable(f"ComfyUI at {self.server} dropped the connection "
+                                    f"({type(e).__name__}: {e})") from None
 
     def get_json(self, path: str) -> Any:
         return json.loads(self._request("GET", path))
@@ -320,7 +329,10 @@ def websocket_messages(server: str, client_id: str, deadline: float) -> Iterator
 
 # --------------------------------------------------------------------------- command line
 
-def _progress_printer(stream=sys.stderr) -> Callable[[dict], None]:
+def _progress_printer(stream=None) -> Callable[[dict], None]:
+    # stderr looked up at call time: the module is shipped by value to Ray workers (render engine)
+    stream = stream or sys.stderr
+
     def show(message: dict) -> None:
         data = message.get("data") or {}
         kind = message.get("type")

@@ -1,0 +1,114 @@
+"""SpinBot renderer: render one workflow, or a batch of jobs spread over ComfyUI servers with Ray.
+
+    python -m nodes.render one direct --set "Portrait.image=me.png" ... --server URL --out renders/
+    python -m nodes.render batch jobs.jsonl --server URL1 --server URL2
+    python -m nodes.render batch jobs.csv --start 2            (two local ComfyUI from $COMFYUI_PATH)
+    python -m nodes.render batch jobs.jsonl --address ray://head:10001 --server http://gpu1:8188 ...
+
+Run from the pack's folder. Standard library only, except Ray for ``batch`` (``pip install -r
+nodes/render/requirements.txt``). ``one`` is the client (nodes/client.py) with locally started
+servers; ``batch`` writes ``<batch file>.results/``: ``<job id>.mp4`` per job and ``report.jsonl``
+(appended as jobs finish) plus ``report.csv``. Running a batch again skips jobs whose MP4 is there
+and decodes. Exit status: 0 all jobs done, 1 some failed, 2 bad arguments or batch file.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .. import client as C
+from . import jobs as J
+from . import servers as S
+
+
+def _server_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", action="append", default=[], metavar="URL",
+                   help="a running ComfyUI (repeatable), e.g. http://127.0.0.1:8188")
+    p.add_argument("--start", type=int, metavar="N",
+                   help="start N local ComfyUI servers from $COMFYUI_PATH (0: one per GPU), each with a "
+                        "scratch base folder; one per GPU when there are GPUs, else CPU servers")
+    p.add_argument("--models-dir", help="models folder for started servers (default $COMFYUI_PATH/models)")
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds one job may take")
+
+
+def _servers(args) -> tuple[list[str], list[S.LocalComfyUI]]:
+    started: list[S.LocalComfyUI] = []
+    if args.start is not None:
+        started = S.start_servers(args.start or None, models_dir=args.models_dir,
+                                  log=lambda m: print(m, file=sys.stderr))
+    urls = [*args.server, *(s.url for s in started)]
+    if not urls:
+        urls = [os.environ.get("COMFYUI_URL", "http://127.0.0.1:8188")]
+    return urls, started
+
+
+def cmd_one(args) -> int:
+    urls, started = _servers(args)
+    try:
+        argv = [args.workflow, *sum((["--set", s] for s in args.sets), []), "--out", args.out,
+                "--server", urls[0], "--timeout", str(args.timeout)]
+        return C.main(argv + (["--quiet"] if args.quiet else []))
+    finally:
+        for s in started:
+            s.stop()
+
+
+def cmd_batch(args) -> int:
+    from . import engine  # imports only the standard library; Ray is imported in run_batch
+
+    engine.import_ray()  # before starting servers: a missing Ray is reported at once
+    try:
+        jobs = J.read_jobs(args.batch)
+    except (OSError, J.JobFileError) as e:
+        print(f"error: {args.batch}: {e}", file=sys.stderr)
+        return 2
+    results = os.path.abspath(args.results or J.results_dir(args.batch))
+    urls, started = _servers(args)
+    try:
+        records = engine.run_batch(jobs, urls, results, per_server=args.per_server,
+                                   retries=args.retries, address=args.address, quiet=args.quiet,
+                                   timeout=args.timeout)
+    finally:
+        for s in started:
+            s.stop()
+    counts = {k: sum(r["status"] == k for r in records) for k in ("ok", "skipped", "failed")}
+    print(f"{counts['ok']} rendered, {counts['skipped']} skipped (already done), {counts['failed']} "
+          f"failed; results and report in {results}", file=sys.stderr)
+    for r in records:
+        if r["status"] == "failed":
+            print(f"  {r['id']}: {r['error']}", file=sys.stderr)
+    return 1 if counts["failed"] else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nodes.render", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    one = sub.add_parser("one", help="render one workflow with --set inputs")
+    one.add_argument("workflow", help="API workflow JSON, or a shipped name (direct, guided, story, ...)")
+    one.add_argument("--set", dest="sets", action="append", default=[], metavar="TITLE.INPUT=VALUE",
+                     help="override a node input (repeatable); local files for LoadImage/LoadAudio are uploaded")
+    one.add_argument("--out", default=".", help="folder for the downloaded results")
+    one.add_argument("--quiet", action="store_true")
+    _server_args(one)
+    batch = sub.add_parser("batch", help="render a JSONL/CSV file of jobs over one or more servers (Ray)")
+    batch.add_argument("batch", help="jobs file: .jsonl (one {\"id\", \"workflow\", \"set\"} a line) or .csv")
+    batch.add_argument("--results", help="results folder (default: <batch file>.results)")
+    batch.add_argument("--per-server", type=int, default=2, metavar="K",
+                       help="jobs in flight per server (default 2: one running, one queued)")
+    batch.add_argument("--retries", type=int, default=2, metavar="R",
+                       help="times a job whose server died is retried elsewhere (default 2)")
+    batch.add_argument("--address", help="join this Ray cluster (e.g. ray://head:10001 or auto) "
+                                         "instead of starting Ray embedded")
+    batch.add_argument("--quiet", action="store_true", help="no progress bars")
+    _server_args(batch)
+    args = parser.parse_args(argv)
+    try:
+        return cmd_one(args) if args.command == "one" else cmd_batch(args)
+    except (FileNotFoundError, RuntimeError, TimeoutError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
