@@ -371,3 +371,101 @@ def test_frame_boundaries_are_exact_rationals():
 def test_read_cues_returns_what_video_combine_wrote(three_segments):
     cues = read_cues(three_segments[1])
     assert [(round(c.start, 3), round(c.end, 3), c.text) for c in cues] == [(0.1, 0.8, "segment 1")]
+
+
+# --------------------------------------------------------------------------- real ComfyUI
+
+COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
+THREE_SENTENCES = "Queued over HTTP today. It works quite well. Thanks for watching this."
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory):
+    if not COMFYUI_PATH:
+        pytest.skip("COMFYUI_PATH is not set")
+    from tests import factory
+    from tests.comfyui_server import ComfyUI
+
+    base = tmp_path_factory.mktemp("comfy-segments")
+    factory.build(base / "models")
+    server = ComfyUI(COMFYUI_PATH, str(base))
+    yield server
+    server.stop()
+
+
+def _long_job(tmp_path) -> dict:
+    from PIL import Image
+
+    from tests.media import astronaut, speech_wav, tone, write_wav
+    from tests.workflow_graphs import REFERENCE_TEXT
+
+    voice, portrait = tmp_path / "voice.wav", tmp_path / "face.png"
+    if speech_wav(str(voice), REFERENCE_TEXT) is None:
+        write_wav(str(voice), tone(3.5, 22050), 22050)
+    Image.fromarray(astronaut(128)).save(portrait)
+    # 3 sentences of 1.6 s estimated speech each: 4 s per segment makes groups of 2 (3.5 s) and 1
+    return {"id": "long", "workflow": "direct", "split_seconds": 4,
+            "set": {"Narration.narration": THREE_SENTENCES, "Portrait.image": str(portrait),
+                    "Voice reference.audio": str(voice), "F5-TTS.nfe_steps": 4,
+                    "Video Combine.preset": "ultrafast"}}
+
+
+def _frame_at(path, index):
+    with av.open(path) as c:
+        for i, f in enumerate(c.decode(c.streams.video[0])):
+            if i == index:
+                return f.to_ndarray(format="rgb24").astype(float)
+    raise IndexError(index)
+
+
+@pytest.mark.comfyui
+def test_long_narration_rendered_as_sub_jobs_in_comfyui_stitches_exactly(comfy, tmp_path):
+    """expand_job's sub-jobs rendered by the pack's client on a real ComfyUI (tiny models, each
+    segment speaks its own TTS audio, so its length is measured), then stitched."""
+    from spinbot.nodes import client as C
+
+    job = _long_job(tmp_path)
+    subs = expand_job(job)
+    assert [s["set"]["Narration.narration"] for s in subs] == \
+        ["Queued over HTTP today. It works quite well.", "Thanks for watching this."]
+    api = C.Client(comfy.url, timeout=120)
+    outputs = []
+    for sub in subs:
+        assignments = [f"{k}={json.dumps(v)}" for k, v in sub["set"].items()]
+        workflow = C.apply_overrides(C.load_workflow(sub["workflow"]), assignments, api.upload)
+        entry = api.wait(api.queue(workflow), timeout=900)
+        mp4s = [f for f in C.output_files(entry) if f["filename"].endswith(".mp4")]
+        assert len(mp4s) == 1 and mp4s[0]["filename"].startswith(f"direct_long_part00{len(outputs)}")
+        outputs.append(api.download(mp4s[0], str(tmp_path / "segments")))
+    out = str(tmp_path / "long.mp4")
+    stitch(job, outputs, out)
+
+    counts = [read_audio(p)[0].shape[1] for p in outputs]
+    rate = read_audio(outputs[0])[1]
+    seg = [probe(p) for p in outputs]
+    for s, n in zip(seg, counts):  # each segment's measured audio is as long as its video
+        assert abs(n / rate - s.video_seconds) <= 1 / s.fps
+    p = probe(out)
+    fps = Fraction(p.fps).limit_denominator(1000)
+    total = Fraction(sum(counts), rate)
+    assert p.video_frames == math.ceil(total * fps)
+    assert p.audio_seconds == pytest.approx(float(total), abs=1e-6)
+    assert 0 <= p.video_seconds - p.audio_seconds < 1 / p.fps
+    join = math.floor(Fraction(counts[0], rate) * fps + Fraction(1, 2))
+    listing = json.loads(p.metadata[SEGMENTS_METADATA_KEY])
+    assert [d["first_frame"] for d in listing] == [0, join]
+    assert [d["text"] for d in listing] == [s["segment"]["text"] for s in subs]
+    # the frames on either side of the join are segment 0's and segment 1's own
+    first_of_1 = _frame_at(out, join)
+    assert np.abs(first_of_1 - _frame_at(outputs[1], 0)).mean() < 4
+    assert np.abs(_frame_at(out, join - 1) - _frame_at(outputs[0], join - 1)).mean() < 4
+    # subtitles: every segment's cues, segment 1's shifted to its start on the audio clock
+    assert len(p.subtitles) == len(seg[0].subtitles) + len(seg[1].subtitles)
+    shifted = p.subtitles[len(seg[0].subtitles)]
+    assert shifted[0] == pytest.approx(seg[1].subtitles[0][0] + counts[0] / rate, abs=2e-3)
+    assert shifted[2] == seg[1].subtitles[0][2]
+    assert json.loads(p.metadata["prompt"]) == json.loads(seg[0].metadata["prompt"])
+    print(f"segments: {counts} samples at {rate} Hz, own frames {[s.video_frames for s in seg]}; "
+          f"stitched {p.video_frames} frames, join at frame {join} "
+          f"(audio boundary {float(Fraction(counts[0], rate) * fps):.3f}), "
+          f"A/V {p.video_seconds - p.audio_seconds:+.4f}s")
