@@ -7,10 +7,10 @@
    (`--models-dir`, else `<ComfyUI>/models` of `$COMFYUI_PATH` or of the ComfyUI whose
    custom_nodes folder holds this pack, else `./models`). Missing files are listed with
    their folder and source, and with the command that fetches them.
-2. Where they are all present it renders through a real ComfyUI: the one at `--server`, or one it
-   starts from `$COMFYUI_PATH` (CPU unless a GPU is there) with this pack installed. The pack's
-   client uploads the inputs, queues workflows/api/direct.json, follows progress and downloads
-   the MP4.
+2. Where they are all present it renders through a real ComfyUI with the pack's renderer
+   (`python -m nodes.render one`): on the one at `--server`, or on one it starts from
+   `$COMFYUI_PATH` (CPU unless a GPU is there) with this pack installed. It uploads the inputs,
+   queues workflows/api/direct.json, follows progress and downloads the MP4.
 3. Where some are missing (a fresh machine, CI) it still renders, on tiny random models written by
    the test factory: through ComfyUI when `$COMFYUI_PATH` is set, else through the standalone
    runner that calls the same node classes. Those videos are noise with the right timing.
@@ -100,20 +100,17 @@ def _client():
 
 def run_through_comfyui(server: str | None, comfy_path: str | None, models_dir: str,
                         sets: list[str], out: str) -> int:
-    client = _client()
-    argv = [WORKFLOW, *sum((["--set", s] for s in sets), []), "--out", out]
-    if server:
-        return client.main([*argv, "--server", server])
-    from tests.comfyui_server import ComfyUI
+    """The pack's renderer (``python -m nodes.render one``) on ``server``, or on a ComfyUI it starts
+    from ``comfy_path`` (one per GPU, else CPU) whose models folder is ``models_dir``."""
+    import importlib
 
-    base = tempfile.mkdtemp(prefix="spinbot-comfy-")
-    os.symlink(os.path.abspath(models_dir), os.path.join(base, "models"))
-    print(f"starting ComfyUI from {comfy_path} (log: {base}/comfyui.log)", file=sys.stderr)
-    comfy = ComfyUI(comfy_path, base)
-    try:
-        return client.main([*argv, "--server", comfy.url])
-    finally:
-        comfy.stop()
+    load_pack()
+    render = importlib.import_module("spinbot.nodes.render.__main__")
+    argv = ["one", WORKFLOW, *sum((["--set", s] for s in sets), []), "--out", out]
+    if server:
+        return render.main([*argv, "--server", server])
+    os.environ["COMFYUI_PATH"] = comfy_path
+    return render.main([*argv, "--start", "1", "--models-dir", os.path.abspath(models_dir)])
 
 
 def run_standalone(models_dir: str, sets: list[str], out: str) -> int:
