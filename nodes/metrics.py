@@ -83,9 +83,11 @@ class StageRecord:
         return max(0, self.peak_ram_bytes - self.ram_start_bytes)
 
     def line(self) -> str:
-        """The node report's stage line: ``stage: 1.23 s, peak RAM +350 MiB, peak VRAM 0 MiB``."""
-        seconds = "running" if self.seconds is None else f"{self.seconds:.2f} s"
-        text = (f"stage: {seconds}, peak RAM +{self.peak_ram_delta / MIB:.0f} MiB "
+        """The node report's stage line: ``stage: 1.23 s, peak RAM +350 MiB (1310 MiB RSS), peak
+        VRAM 0 MiB[, N frames][, failed: ErrorType]``, or ``stage: running``."""
+        if self.seconds is None:  # peaks so far would read as final figures
+            return "stage: running"
+        text = (f"stage: {self.seconds:.2f} s, peak RAM +{self.peak_ram_delta / MIB:.0f} MiB "
                 f"({self.peak_ram_bytes / MIB:.0f} MiB RSS), "
                 f"peak VRAM {self.peak_vram_bytes / MIB:.0f} MiB")
         if self.frames:

@@ -720,7 +720,8 @@ def _stamp_queue_time(json_data: dict) -> dict:
         extra = json_data.get("extra_data")
         if not isinstance(extra, dict):
             extra = json_data["extra_data"] = {}
-        extra.setdefault(QUEUED_AT_KEY, time.time())
+        # overwritten: extra_data re-posted from an old history entry carries that queue time
+        extra[QUEUED_AT_KEY] = time.time()
     return json_data
 
 

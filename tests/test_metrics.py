@@ -167,7 +167,9 @@ def test_video_combine_embeds_the_run_report(spinbot_dirs):
     # the report: encode summary, the run's stages, then this stage's own finished line
     lines = report.splitlines()
     assert lines[0].startswith(os.path.basename(path)) and "12 frames" in lines[0]
-    assert f"run {run.run_id}:" in report and "SpinBotImagesToVideo: " in report
+    assert f"run {run.run_id}:" in report
+    assert re.search(r"\n  SpinBotImagesToVideo: \d+\.\d\d s, .*, 12 frames\n"
+                     r"  SpinBotVideoCombine: running\n", report), report
     assert re.fullmatch(r"stage: \d+\.\d\d s, peak RAM \+\d+ MiB \(\d+ MiB RSS\), "
                         r"peak VRAM 0 MiB, 12 frames", lines[-1]), lines[-1]
     assert run.stages[-1].frames == 12 and run.stages[-1].seconds > 0
@@ -204,6 +206,18 @@ def test_model_loads_are_counted_by_kind():
             value(before, "spinbot_model_loads_total", kind="metrics_test_kind") + 1
     finally:
         runtime.evict_models(key=key)
+
+
+def test_queue_time_stamp_keeps_the_prompt_s_extra_data():
+    """The on_prompt handler only adds its key (ComfyUI passes extra_data to the queue item)."""
+    t0 = time.time()
+    data = runtime._stamp_queue_time({"prompt": {}, "extra_data": {"extra_pnginfo": {"a": 1}}})
+    extra = data["extra_data"]
+    assert extra["extra_pnginfo"] == {"a": 1} and t0 <= extra[runtime.QUEUED_AT_KEY] <= time.time()
+    assert runtime.QUEUED_AT_KEY in runtime._stamp_queue_time({"prompt": {}})["extra_data"]
+    again = runtime._stamp_queue_time({"extra_data": {runtime.QUEUED_AT_KEY: 5.0}})
+    assert again["extra_data"][runtime.QUEUED_AT_KEY] >= t0  # extra_data re-posted from history
+    assert runtime.prompt_queued_at("any") is None and runtime.execution_context() == (None, None)
 
 
 def test_prometheus_text_names_only_exported_series():
@@ -272,6 +286,9 @@ def test_grafana_dashboard_uses_only_exported_series():
             used |= names
     families = {re.sub(r"_(bucket|sum|count)$", "", n) for n in metrics.EXPORTED_SERIES}
     assert families == {re.sub(r"_(bucket|sum|count)$", "", n) for n in used}  # all shown
+    for var in board["templating"]["list"]:
+        for metric in re.findall(r"label_values\((\w+)", json.dumps(var["query"])):
+            assert metric in metrics.EXPORTED_SERIES, metric
     titles = " ".join(p["title"].lower() for p in panels)
     for topic in ("stage duration", "frames per second", "failures", "model loads", "queue wait"):
         assert topic in titles, topic
