@@ -380,17 +380,19 @@ THREE_SENTENCES = "Queued over HTTP today. It works quite well. Thanks for watch
 
 
 @pytest.fixture(scope="module")
-def comfy(tmp_path_factory):
+def comfy_pair(tmp_path_factory):
+    """Two real ComfyUI servers (the renderer's own starter) sharing one tiny model folder."""
     if not COMFYUI_PATH:
         pytest.skip("COMFYUI_PATH is not set")
+    from spinbot.nodes.render import servers as S
     from tests import factory
-    from tests.comfyui_server import ComfyUI
 
-    base = tmp_path_factory.mktemp("comfy-segments")
-    factory.build(base / "models")
-    server = ComfyUI(COMFYUI_PATH, str(base))
-    yield server
-    server.stop()
+    models = tmp_path_factory.mktemp("comfy-segments-models")
+    factory.build(models)
+    started = S.start_servers(2, comfy_path=COMFYUI_PATH, models_dir=str(models), log=lambda *_: None)
+    yield started
+    for server in started:
+        server.stop()
 
 
 def _long_job(tmp_path) -> dict:
@@ -419,7 +421,7 @@ def _frame_at(path, index):
 
 
 @pytest.mark.comfyui
-def test_long_narration_rendered_as_sub_jobs_in_comfyui_stitches_exactly(comfy, tmp_path):
+def test_long_narration_rendered_as_sub_jobs_in_comfyui_stitches_exactly(comfy_pair, tmp_path):
     """expand_job's sub-jobs rendered by the pack's client on a real ComfyUI (tiny models, each
     segment speaks its own TTS audio, so its length is measured), then stitched."""
     from spinbot.nodes import client as C
@@ -428,7 +430,7 @@ def test_long_narration_rendered_as_sub_jobs_in_comfyui_stitches_exactly(comfy, 
     subs = expand_job(job)
     assert [s["set"]["Narration.narration"] for s in subs] == \
         ["Queued over HTTP today. It works quite well.", "Thanks for watching this."]
-    api = C.Client(comfy.url, timeout=120)
+    api = C.Client(comfy_pair[0].url, timeout=120)
     outputs = []
     for sub in subs:
         assignments = [f"{k}={json.dumps(v)}" for k, v in sub["set"].items()]
@@ -468,4 +470,54 @@ def test_long_narration_rendered_as_sub_jobs_in_comfyui_stitches_exactly(comfy, 
     print(f"segments: {counts} samples at {rate} Hz, own frames {[s.video_frames for s in seg]}; "
           f"stitched {p.video_frames} frames, join at frame {join} "
           f"(audio boundary {float(Fraction(counts[0], rate) * fps):.3f}), "
+          f"A/V {p.video_seconds - p.audio_seconds:+.4f}s")
+
+
+def _history(url: str) -> int:
+    import urllib.request
+
+    with urllib.request.urlopen(url + "/history", timeout=30) as r:
+        return len(json.loads(r.read()))
+
+
+@pytest.mark.comfyui
+def test_long_narration_split_over_two_servers_by_the_batch_renderer(comfy_pair, tmp_path):
+    """Acceptance (issue 19): the renderer's Ray batch runner fans a long narration out as two
+    sub-jobs, one per server, and stitches them to an MP4 with the exact frame count."""
+    ray = pytest.importorskip("ray")
+    from spinbot.nodes.render import engine as E
+    from spinbot.nodes.render import jobs as J
+
+    job = _long_job(tmp_path)
+    batch = tmp_path / "jobs.jsonl"
+    batch.write_text(json.dumps(job) + "\n")
+    results = J.results_dir(str(batch))
+    urls = [s.url for s in comfy_pair]
+    before = [_history(u) for u in urls]
+    own_ray = not ray.is_initialized()
+    if own_ray:
+        ray.init(include_dashboard=False, log_to_driver=False, num_cpus=2)
+    try:
+        records = E.run_batch(J.read_jobs(str(batch)), urls, results, quiet=True, per_server=1)
+    finally:
+        if own_ray:
+            ray.shutdown()
+    assert [(r["id"], r["status"]) for r in records] == [("long", "ok")], records
+    assert [_history(u) - b for u, b in zip(urls, before)] == [1, 1]  # one segment per server
+    out = records[0]["output"]
+    parts = [os.path.join(results, f"long.{k}.mp4") for k in range(2)]
+    counts = [read_audio(p)[0].shape[1] for p in parts]
+    rate = read_audio(parts[0])[1]
+    p = probe(out)
+    fps = Fraction(p.fps).limit_denominator(1000)
+    total = Fraction(sum(counts), rate)
+    assert p.video_frames == math.ceil(total * fps)
+    assert p.audio_seconds == pytest.approx(float(total), abs=1e-6)
+    assert 0 <= p.video_seconds - p.audio_seconds < 1 / p.fps
+    listing = json.loads(p.metadata[SEGMENTS_METADATA_KEY])
+    assert [d["first_frame"] for d in listing] == \
+        [0, math.floor(Fraction(counts[0], rate) * fps + Fraction(1, 2))]
+    assert sum(d["frames"] for d in listing) == p.video_frames
+    assert [c[2] for c in p.subtitles] == [c[2] for q in parts for c in probe(q).subtitles]
+    print(f"batch: segments {counts} samples, stitched {p.video_frames} frames, "
           f"A/V {p.video_seconds - p.audio_seconds:+.4f}s")
