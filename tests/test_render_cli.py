@@ -178,3 +178,62 @@ def test_mp4_check_refuses_truncated_and_foreign_files(tmp_path):
     write_wav(str(wav), tone(0.5, 16000), 16000)
     assert not J.mp4_is_valid(str(cut)) and not J.mp4_is_valid(str(wav))
     assert not J.mp4_is_valid(str(tmp_path / "missing.mp4"))
+
+
+def _closing_server():
+    """A TCP server that accepts each connection and closes it at once (a dying ComfyUI)."""
+    import socket
+    import threading
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+
+    def serve():
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            conn.close()
+    threading.Thread(target=serve, daemon=True).start()
+    return sock
+
+
+def test_refused_and_dropped_connections_mean_server_gone_not_a_job_failure(tmp_path):
+    from tests.comfyui_server import free_port
+
+    refused = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(C.ServerUnreachable, match="cannot reach ComfyUI"):
+        C.Client(refused).get_json("/system_stats")
+    sock = _closing_server()
+    try:
+        dropped = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        with pytest.raises(C.ServerUnreachable, match="dropped the connection"):
+            C.Client(dropped).get_json("/system_stats")
+        workflow, files = E.prepare({"id": "a", "workflow": "photo_with_audio", "set": {}})
+        for url in (refused, dropped):
+            result = E.ServerWorker(url, timeout=20).run("a", workflow, files)
+            assert result["status"] == E.SERVER_GONE and result["files"] == [], result
+            assert not E.ServerWorker(url).ping()
+    finally:
+        sock.close()
+
+
+def test_prepare_uploads_each_local_file_under_a_content_name(tmp_path):
+    one, two = tmp_path / "a", tmp_path / "b"
+    one.mkdir(), two.mkdir()
+    (one / "me.png").write_bytes(b"first")
+    (two / "me.png").write_bytes(b"second")
+    names = []
+    for folder in (one, two):
+        wf, files = E.prepare({"id": "x", "workflow": "photo_with_audio",
+                               "set": {"Portrait.image": str(folder / "me.png")}})
+        (name, data), = files.items()
+        assert wf["1"]["inputs"]["image"] == name and name.endswith("-me.png")
+        assert data == (folder / "me.png").read_bytes()
+        names.append(name)
+    assert names[0] != names[1]  # same file name, different pictures: never overwrite on a server
+    with pytest.raises(C.ClientError, match="no node titled"):
+        E.prepare({"id": "x", "workflow": "photo_with_audio", "set": {"Nobody.image": 1}})
