@@ -103,6 +103,7 @@ def test_a_sentence_longer_than_the_limit_stays_whole_with_a_note(caplog):
     {"id": "a", "workflow": "direct", "split_seconds": 60,  # fits in one group
      "set": {"Narration.narration": "Hello there. This is short."}},
     {"id": "a", "workflow": "direct", "split": True, "set": {"Narration.narration": "  "}},
+    {"id": "a", "workflow": "no_such_workflow", "split": True},  # fails alone when rendered
 ])
 def test_jobs_that_are_not_split(job):
     assert expand_job(job) is None
@@ -145,6 +146,21 @@ def test_cjk_narration_splits_at_sentence_ends_without_spaces():
     assert len(texts) >= 2 and "".join(texts) == text  # joined without spaces, nothing lost
     assert all(t.endswith(("。", "！")) for t in texts)
     assert all(s["segment"]["estimated_seconds"] <= 6 for s in subs)
+
+
+def test_the_module_imports_without_torch_numpy_or_pyav():
+    """The renderer imports it to expand jobs; media libraries load only when stitching."""
+    import subprocess
+    import sys
+
+    from tests._pack import ROOT
+
+    code = ("import sys, nodes.render.segments as m; "
+            "print(sorted(x for x in ('torch', 'numpy', 'av') if x in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 # --------------------------------------------------------------------------- segment MP4s

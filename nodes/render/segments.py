@@ -188,13 +188,19 @@ def expand_job(job: dict) -> list[dict] | None:
     ``{"parent", "index", "count", "text", "estimated_seconds", "notes"}``. Notes (a sentence over
     the limit) are also logged.
 
+    A workflow that cannot be read also gives None, so the job fails alone, with the renderer's
+    own message, as it would unsplit.
+
     Raises:
-        SplitError: a bad split limit. ClientError (from the client) for an unknown workflow.
+        SplitError: a bad split limit (a malformed job: refused before anything renders).
     """
     limit = split_limit(job)
     if limit is None:
         return None
-    workflow = _workflow_of(job)
+    try:
+        workflow = _workflow_of(job)
+    except (OSError, ValueError, RuntimeError):
+        return None  # rendered whole: the renderer reports the workflow's error as this job's
     script_id, combine_id = _single_node(workflow, NARRATION_CLASS), _single_node(workflow, COMBINE_CLASS)
     if script_id is None or combine_id is None:
         return None
