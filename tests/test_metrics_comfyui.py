@@ -2,7 +2,8 @@
 its nodes, and GET /spinbot/metrics serves Prometheus text with the stages that ran, frames,
 failures by error type and the queue wait.
 
-One ComfyUI server for the module; no model weights (LoadImage/LoadAudio -> SpinBot video nodes).
+One ComfyUI server for the module: LoadImage/LoadAudio -> SpinBot video nodes, and the tiny
+Real-ESRGAN x2 of tests/factory.py for a model load.
 Skipped unless COMFYUI_PATH points at a ComfyUI checkout (see README).
 """
 from __future__ import annotations
@@ -26,9 +27,12 @@ prom_parser = pytest.importorskip("prometheus_client.parser")
 
 @pytest.fixture(scope="module")
 def comfy(tmp_path_factory):
+    from tests import factory
     from tests.comfyui_server import ComfyUI
 
-    server = ComfyUI(COMFYUI_PATH, str(tmp_path_factory.mktemp("comfy_metrics")))
+    base = tmp_path_factory.mktemp("comfy_metrics")
+    factory.build(base / "models", only=["upscale_models"])
+    server = ComfyUI(COMFYUI_PATH, str(base))
     inputs = os.path.join(server.base_dir, "input")
     Image.fromarray(astronaut(64)).save(os.path.join(inputs, "portrait.png"))
     write_wav(os.path.join(inputs, "narration.wav"), tone(1.0, 24000), 24000)
@@ -68,6 +72,14 @@ FAIL = {
     "5": {"class_type": "SpinBotVideoToImages",
           "inputs": {"video": ["3", 0], "start_frame": 50, "max_frames": 0}},
     "6": {"class_type": "PreviewImage", "inputs": {"images": ["5", 0]}},
+}
+
+UPSCALE = {
+    "1": RENDER["1"],
+    "7": {"class_type": "SpinBotUpscale",
+          "inputs": {"images": ["1", 0], "model_name": "RealESRGAN_x2plus.pth", "target_scale": 0.0,
+                     "tile": 0, "overlap": 0, "precision": "fp32", "frames_per_batch": 1}},
+    "8": {"class_type": "PreviewImage", "inputs": {"images": ["7", 0]}},
 }
 
 
@@ -110,3 +122,10 @@ def test_run_report_and_prometheus_series_after_runs(comfy):
     assert 0 < value(after, "spinbot_queue_wait_seconds_sum") < 1200
     assert value(after, "spinbot_stage_peak_ram_bytes", stage="SpinBotVideoCombine") > 0
     assert "SpinBot SpinBotVideoCombine (node 4) stage: " in comfy.log()
+
+    comfy.wait(comfy.queue(UPSCALE), timeout=600)
+    _, last = scrape(comfy)
+    assert value(last, "spinbot_model_loads_total", kind="upscale") == 1
+    assert value(last, "spinbot_stage_seconds_count", stage="SpinBotUpscale") == 1
+    assert value(last, "spinbot_frames_rendered_total", stage="SpinBotUpscale") == 1
+    assert value(last, "spinbot_queue_wait_seconds_count") == 3
