@@ -363,7 +363,10 @@ class CachedModel:
         self.patcher = None
 
     def tensors(self):
-        seen: set[int] = set()
+        """Its parameters and buffers, each once; a copy's tensors shared with its parent (a
+        LoRA copy's unpatched layers) are the parent's, not counted here."""
+        parent = _models.get(self.parent) if self.parent is not None else None
+        seen: set[int] = {id(t) for t in parent.tensors()} if parent is not None else set()
         for module in self.modules:
             for tensor in list(module.parameters()) + list(module.buffers()):
                 if id(tensor) not in seen and tensor.device.type != "meta":
@@ -515,9 +518,10 @@ def _evict(entry: CachedModel, by_comfyui: bool = False) -> None:
     When ComfyUI is the one unloading (inside `free_memory`, which walks its loaded list by
     index), its list must not change under it: nothing is removed from it here, the patcher is
     kept alive until the next registry call (its model's finalizer would otherwise prune the
-    list mid-loop), and models sharing this one's weights are left for ComfyUI to unload in
-    turn. Otherwise the entry's record is taken out of ComfyUI's list too, and those models go
-    with it."""
+    list mid-loop). Otherwise the entry's record is taken out of ComfyUI's list too. Either way
+    the models sharing this one's weights (``parent``) go with it, the same way: they would keep
+    the weights ComfyUI counts as freed alive. (Their records in ComfyUI's list, when ComfyUI is
+    unloading, go when their patchers are released: ComfyUI prunes records of dead models.)"""
     with _models_lock:
         if _models.get(entry.key) is entry:
             del _models[entry.key]
@@ -537,10 +541,9 @@ def _evict(entry: CachedModel, by_comfyui: bool = False) -> None:
             _log().info("SpinBot model cache: unloaded %s %s (by %s)", entry.kind, entry.name,
                         "ComfyUI" if by_comfyui else "SpinBot")
         value, entry.value, entry.modules = entry.value, None, ()
-        children = [] if by_comfyui else [e for e in list(_models.values())
-                                          if e.parent == entry.key]
+        children = [e for e in list(_models.values()) if e.parent == entry.key]
     for child in children:
-        _evict(child)
+        _evict(child, by_comfyui)
     if entry.unload is not None and value is not None:
         try:
             entry.unload(value)

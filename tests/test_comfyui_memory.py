@@ -62,11 +62,12 @@ def _wait_empty(comfy, timeout: float = 60.0) -> float:
     raise AssertionError(f"still resident {timeout:.0f}s after /free: {_resident(comfy)}\n{comfy.log()}")
 
 
-def _run_shipped(comfy, name: str, tmp_path, extra: tuple[str, ...] = ()) -> None:
+def _run_shipped(comfy, name: str, tmp_path, extra: tuple[str, ...] = (),
+                 ollama_url: str | None = None) -> None:
     from tests.test_comfyui import _client_run, _workflow_sets
 
     tmp_path.mkdir(parents=True, exist_ok=True)
-    run = _client_run(comfy, name, _workflow_sets(name, tmp_path, None) + list(extra),
+    run = _client_run(comfy, name, _workflow_sets(name, tmp_path, ollama_url) + list(extra),
                       tmp_path / "renders")
     assert run.returncode == 0, run.stderr + comfy.log()
     assert run.stdout.strip().endswith(".mp4"), run.stdout
@@ -109,6 +110,17 @@ def test_story_models_go_back_on_free(comfy, tmp_path):
 def test_direct_models_go_back_on_free(comfy, tmp_path):
     _run_shipped(comfy, "direct", tmp_path)
     _free_and_report(comfy, "direct", {"voice", "lipsync", "face_detector", "upscale"})
+
+
+def test_guided_models_and_lora_copy_go_back_on_free(comfy, tmp_path):
+    from tests.fake_ollama import FakeOllama
+
+    reply = json.dumps({"stage": "a bright studio, a person looking at the camera",
+                        "narrative": "Hello from the guided workflow. Thanks for watching."})
+    with FakeOllama(replies=[reply]) as ollama:
+        _run_shipped(comfy, "guided", tmp_path, ollama_url=ollama.url,
+                     extra=('Identity LoRA.lora_1="spinbot-identity-sd15.safetensors"',))
+    _free_and_report(comfy, "guided", {"image", "image_lora", "voice", "lipsync", "upscale"})
 
 
 def _upscale_chain(core_between: bool, first: int, second: int) -> dict:

@@ -143,6 +143,14 @@ def test_every_stage_registers_and_unload_all_frees_its_memory(models_root):
                       {id(t): t for m in (f5.dit, vocos) for t in [*m.parameters(), *m.buffers()]}.values())
     assert resident["voice"]["bytes"] == voice_bytes
     assert resident["voice"]["name"] == "model_1250000.safetensors + vocos-mel-24khz"
+    # a LoRA copy costs only its patched layers: the weights it shares are the base's
+    base_params = {id(p) for p in image.pipe.unet.parameters()}
+    own = {id(p): p for m in (lora.pipe.unet, lora.pipe.text_encoder, lora.pipe.vae)
+           for p in [*m.parameters(), *m.buffers()] if id(p) not in base_params}
+    base_all = {id(t) for m in runtime.resolve(image.pipe).components.values()
+                if isinstance(m, torch.nn.Module) for t in [*m.parameters(), *m.buffers()]}
+    own_bytes = sum(t.numel() * t.element_size() for i, t in own.items() if i not in base_all)
+    assert 0 < resident["image_lora"]["bytes"] == own_bytes < resident["image"]["bytes"]
     # a cache hit is the same object
     assert voice.get_models(str(models_root / "tts" / "F5TTS_v1_Base" / "model_1250000.safetensors"),
                             str(models_root / "tts" / "vocos-mel-24khz"))[0] is f5
