@@ -366,9 +366,22 @@ def test_stitch_refuses_bad_segments_and_leaves_nothing(spinbot_dirs, tmp_path):
         stitch(job, [a, silent], out)
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(open(a, "rb").read()[:2000])
-    with pytest.raises(Exception):
+    with pytest.raises(StitchError, match="broken.mp4 is not a readable MP4"):
         stitch(job, [a, str(broken)], out)
     assert not folder.exists() or os.listdir(folder) == []
+
+
+def test_an_interrupted_stitch_leaves_no_file(three_segments, tmp_path):
+    from spinbot.nodes import runtime
+
+    out = tmp_path / "stitched" / "x.mp4"
+    runtime.request_interrupt()  # Cancel: raised at the first batch the encoder takes
+    try:
+        with pytest.raises(runtime.Interrupted):
+            stitch({"id": "x", "stitch_preset": "ultrafast"}, three_segments, str(out))
+    finally:
+        runtime.request_interrupt(False)
+    assert os.listdir(out.parent) == []  # neither the MP4 nor its partial file
 
 
 def test_frame_boundaries_are_exact_rationals():

@@ -321,7 +321,11 @@ def read_cues(path: str) -> list:
 def _video_facts(path: str) -> tuple[Fraction, int, int, dict]:
     import av
 
-    with av.open(path) as container:
+    try:
+        container = av.open(path)
+    except av.FFmpegError as e:
+        raise StitchError(f"{os.path.basename(path)} is not a readable MP4 ({e})") from None
+    with container:
         if not container.streams.video:
             raise StitchError(f"{os.path.basename(path)} has no video track")
         stream = container.streams.video[0]
@@ -430,8 +434,8 @@ def stitch(job: dict, sub_outputs: list[str], out_path: str) -> str:
     is left at ``out_path``.
 
     Raises:
-        StitchError: no segments, a missing file, a segment without audio or video, or segments
-            whose frame size, frame rate or sample rate differ.
+        StitchError: no segments, a missing or unreadable file, a segment without audio or
+            video, or segments whose frame size, frame rate or sample rate differ.
     """
     import numpy as np
 
