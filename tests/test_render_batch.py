@@ -50,27 +50,28 @@ def _history(url: str) -> int:
         return len(json.loads(r.read()))
 
 
-def _batch(folder, n: int, extra: list[dict] = ()) -> str:
-    """n jobs whose narrations last 0.6 + 0.2*i s (so each output proves which job it is)."""
+def _batch(folder, n: int, extra: list[dict] = (), base: float = 0.6, step: float = 0.2,
+           fps: int = FPS, size: int = 64) -> str:
+    """n jobs whose narrations last base + step*i s (so each output proves which job it is)."""
     folder.mkdir(exist_ok=True)
-    Image.fromarray(astronaut(64)).save(folder / "portrait.png")
+    Image.fromarray(astronaut(size)).save(folder / "portrait.png")
     lines = []
     for i in range(n):
-        write_wav(str(folder / f"n{i}.wav"), tone(0.6 + 0.2 * i, 24000, freq=220 + 40 * i), 24000)
+        write_wav(str(folder / f"n{i}.wav"), tone(base + step * i, 24000, freq=220 + 40 * i), 24000)
         lines.append({"id": f"clip{i}", "workflow": "photo_with_audio",
                       "set": {"Portrait.image": "portrait.png", "Narration.audio": f"n{i}.wav",
-                              "Video Combine.fps": FPS, "Video Combine.preset": "ultrafast"}})
+                              "Video Combine.fps": fps, "Video Combine.preset": "ultrafast"}})
     path = folder / "jobs.jsonl"
     path.write_text("".join(json.dumps(j) + "\n" for j in [*lines, *extra]))
     return str(path)
 
 
-def _check_clips(results: str, n: int) -> None:
+def _check_clips(results: str, n: int, base: float = 0.6, step: float = 0.2, fps: int = FPS) -> None:
     for i in range(n):
         p = probe(os.path.join(results, f"clip{i}.mp4"))
-        want = 0.6 + 0.2 * i
+        want = base + step * i
         assert abs(p.audio_seconds - want) < 0.05, (i, p.audio_seconds)
-        assert abs(p.video_frames - round(want * FPS)) <= 1, (i, p.video_frames)
+        assert abs(p.video_frames - round(want * fps)) <= 1, (i, p.video_frames)
 
 
 def _records(results: str) -> list[dict]:
@@ -146,7 +147,10 @@ def test_a_server_killed_mid_batch_loses_no_job(servers, ray_local, tmp_path):
     from spinbot.nodes.render import engine as E
     from spinbot.nodes.render import jobs as J
 
-    batch = _batch(tmp_path / "k", 6)
+    # Jobs of a second or more each (4 s+ at 25 fps, 512 px): when the first one is reported, the
+    # killed server still holds the two others it was given (3 in flight per server).
+    clips = dict(base=4.0, step=0.5, fps=25)
+    batch = _batch(tmp_path / "k", 6, size=512, **clips)
     results = J.results_dir(batch)
     by_url = {s.url: s for s in servers}
     killed = []
@@ -162,7 +166,7 @@ def test_a_server_killed_mid_batch_loses_no_job(servers, ray_local, tmp_path):
                           retries=2, on_record=kill_after_first)
     assert killed and all(r["status"] == "ok" for r in records), records
     assert sorted(r["id"] for r in records) == [f"clip{i}" for i in range(6)]
-    _check_clips(results, 6)
+    _check_clips(results, 6, **clips)
     retried = [r for r in records if r["attempts"] > 1]
     assert retried, records  # the killed server's queued jobs came back
     assert all(r["server"] != killed[0] for r in retried)

@@ -237,3 +237,24 @@ def test_prepare_uploads_each_local_file_under_a_content_name(tmp_path):
     assert names[0] != names[1]  # same file name, different pictures: never overwrite on a server
     with pytest.raises(C.ClientError, match="no node titled"):
         E.prepare({"id": "x", "workflow": "photo_with_audio", "set": {"Nobody.image": 1}})
+
+
+def test_starting_servers_needs_a_comfyui_and_reports_a_failed_start(tmp_path, monkeypatch):
+    from spinbot.nodes.render import servers as S
+
+    monkeypatch.delenv("COMFYUI_PATH", raising=False)
+    with pytest.raises(FileNotFoundError, match="set COMFYUI_PATH"):
+        S.start_servers(1)
+    with pytest.raises(FileNotFoundError, match="main.py is missing"):
+        S.LocalComfyUI(str(tmp_path))
+    fake = tmp_path / "ComfyUI"
+    fake.mkdir()
+    (fake / "main.py").write_text("import sys\nprint('boom: no torch here')\nsys.exit(3)\n")
+    with pytest.raises(RuntimeError, match="(?s)exited during start-up.*boom: no torch here"):
+        S.start_servers(2, comfy_path=str(fake))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert S.gpu_count() == 0
+    done = subprocess.run([sys.executable, "-m", "nodes.render", "one", "direct", "--start", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={k: v for k, v in os.environ.items() if k not in ("COMFYUI_PATH", "PYTHONPATH")})
+    assert done.returncode == 2 and "set COMFYUI_PATH" in done.stderr, done.stderr

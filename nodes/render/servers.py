@@ -49,6 +49,7 @@ class LocalComfyUI:
         if not os.path.isfile(os.path.join(comfy_path, "main.py")):
             raise FileNotFoundError(f"no ComfyUI at {comfy_path!r} (its main.py is missing); set "
                                     "COMFYUI_PATH to your ComfyUI folder")
+        self._own_dir = base_dir is None  # a scratch folder made here is removed by stop()
         self.base_dir = base_dir or tempfile.mkdtemp(prefix="spinbot-render-comfy-")
         for sub in ("custom_nodes", "input", "output", "temp", "user"):
             os.makedirs(os.path.join(self.base_dir, sub), exist_ok=True)
@@ -82,22 +83,27 @@ class LocalComfyUI:
         """Block until ``/system_stats`` answers. Raises RuntimeError (exited) or TimeoutError."""
         while time.time() < self._deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"ComfyUI exited during start-up (log {self.log_path}):\n{self.log()}")
+                log = self.log()
+                self.stop()
+                raise RuntimeError(f"ComfyUI exited during start-up:\n{log}")
             try:
                 with urllib.request.urlopen(self.url + "/system_stats", timeout=10) as r:
                     json.loads(r.read())
                 return self
             except (urllib.error.URLError, ConnectionError, ValueError):
                 time.sleep(1)
+        log = self.log()
         self.stop()
-        raise TimeoutError(f"ComfyUI did not start in time (log {self.log_path}):\n{self.log()}")
+        raise TimeoutError(f"ComfyUI did not start in time:\n{log}")
 
     def log(self) -> str:
         self._log.flush()
         with open(self.log_path, encoding="utf-8", errors="replace") as f:
             return f.read()[-4000:]
 
-    def stop(self) -> None:
+    def stop(self, keep: bool = False) -> None:
+        """Stop the process; the scratch base folder made here goes too unless ``keep`` (the
+        results were downloaded from it already; its log matters only after a failure)."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -106,6 +112,8 @@ class LocalComfyUI:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+        if self._own_dir and not keep:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
 
 
 def start_servers(n: int | None, comfy_path: str | None = None, models_dir: str | None = None,
