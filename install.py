@@ -95,16 +95,38 @@ def verified(path: str, entry: dict) -> bool:
     return not mismatch(path, entry)
 
 
+def problem(path: str, entry: dict) -> str | None:
+    """What is wrong with the model at ``path``: None when it is in place (`verified`), "missing"
+    when nothing is there, else a "present but ..." phrase (wrong size or sha256 with the found
+    and expected values, a file where a folder belongs or the reverse, files a pack lacks)."""
+    if not os.path.exists(path):
+        return "missing"
+    folder_entry = is_archive(entry) or bool(entry.get("contains"))
+    if os.path.isdir(path):
+        # A folder entry without url or contents list (whisper) is known only by being a folder.
+        if not folder_entry and (entry.get("url") or entry.get("size_bytes") or entry.get("sha256")):
+            return "present but a folder, where the model file belongs"
+        lacking = [n for n in entry.get("contains") or []
+                   if not os.path.isfile(os.path.join(path, *n.split("/")))]
+        if lacking:
+            return f"present but incomplete (lacks {', '.join(lacking)})"
+        return None if verified(path, entry) else "present but empty"
+    if folder_entry:
+        return "present but a file, where a folder of model files belongs"
+    wrong = mismatch(path, entry)
+    return f"present but {wrong}" if wrong else None
+
+
 def mismatch(path: str, entry: dict) -> str | None:
     """Why the file at ``path`` is not the one the manifest describes (size first, it is cheap),
     or None when it matches (or the manifest gives neither size nor sha256)."""
     size = os.path.getsize(path)
     if entry.get("size_bytes") and size != entry["size_bytes"]:
-        return f"size {size} bytes, the manifest says {entry['size_bytes']}"
+        return f"wrong size (got {size} bytes, expected {entry['size_bytes']})"
     if entry.get("sha256"):
         digest = sha256_of(path)
         if digest != entry["sha256"].lower():
-            return f"sha256 {digest}, the manifest says {entry['sha256']}"
+            return f"wrong sha256 (got {digest}, expected {entry['sha256'].lower()})"
     return None
 
 
@@ -206,34 +228,73 @@ def download(entry: dict, target: str) -> None:
             os.remove(partial)
 
 
+def preset_error(preset: str) -> str | None:
+    """Why ``preset`` cannot be installed (not in the manifest, with the choices), or None."""
+    presets = json.load(open(MANIFEST, encoding="utf-8"))["presets"]
+    if preset in presets:
+        return None
+    return f"unknown preset {preset!r}; choose from {', '.join(presets)}"
+
+
+def models_dir_error(models_dir: str) -> str | None:
+    """Why models cannot go under ``models_dir`` at all, or None: it (or the nearest existing
+    folder above it) is a file. Said once, before any model, rather than as one ``Not a
+    directory`` error per model."""
+    path = os.path.abspath(models_dir)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    if os.path.isdir(path):
+        return None
+    what = "is a file" if path == os.path.abspath(models_dir) else f"is inside {path}, which is a file"
+    return f"--models-dir {models_dir} {what}, not a folder; give ComfyUI's models folder"
+
+
 def install_models(preset: str, models_dir: str, dry_run: bool) -> int:
+    """Check (``dry_run``) or fetch and verify each model of ``preset`` under ``models_dir``,
+    printing one status per model (ok / missing / wrong / fetching / replacing / failed) and what
+    to do. Returns 0 when every model is in place, 1 when some are not, 2 for an unknown preset
+    or a models folder that cannot be one (`models_dir_error`), checked before any model."""
     manifest = json.load(open(MANIFEST, encoding="utf-8"))
-    if preset not in manifest["presets"]:
-        print(f"unknown preset {preset!r}; choose from {', '.join(manifest['presets'])}")
-        return 2
+    for error in (preset_error(preset), models_dir_error(models_dir)):
+        if error:
+            print(f"error: {error}")
+            return 2
     by_id = {m["id"]: m for m in manifest["models"]}
+    rerun = f"python install.py --models {preset} --models-dir {models_dir}"
     missing = 0
     for model_id in manifest["presets"][preset]["models"]:
         entry = by_id[model_id]
         target = target_of(models_dir, entry)
-        if verified(target, entry):
-            print(f"ok       {entry['folder']}/{entry['path']}")
+        name = f"{entry['folder']}/{entry['path']}"
+        state = problem(target, entry)
+        if state is None:
+            print(f"ok       {name}")
             continue
-        where = (f"unzip it into {target} (it must hold "
-                 f"{', '.join(entry.get('contains') or ['files'])})" if is_archive(entry)
-                 else f"put it at {target}")
-        if dry_run or not entry.get("url"):
+        origin = entry.get("url") or entry["source"]
+        if state == "missing":
+            where = (f"unzip it into {target} (it must hold "
+                     f"{', '.join(entry.get('contains') or ['files'])})" if is_archive(entry)
+                     else f"put it at {target}")
+        else:
+            # A wrong file stays until replaced: say so, not "missing ... put it at" the same path.
+            where = (f"{target} is {state}: delete it and download it again"
+                     + (f", or run: {rerun} (it replaces it)" if entry.get("url") else ""))
+        # A folder where a file belongs (or the reverse) may hold the user's own files: never
+        # replaced by a download, only reported.
+        misplaced = state.startswith(("present but a file", "present but a folder"))
+        if dry_run or not entry.get("url") or misplaced:
             missing += 1
-            print(f"missing  {entry['folder']}/{entry['path']}\n         {where}\n"
-                  f"         from {entry.get('url') or entry['source']}")
+            label = "missing " if state == "missing" else "wrong   "
+            print(f"{label} {name}\n         {where}\n         from {origin}")
             continue
-        print(f"fetching {entry['folder']}/{entry['path']} from {entry['url']}")
+        verb = "fetching" if state == "missing" else "replacing"
+        print(f"{verb} {name} from {entry['url']}"
+              + ("" if state == "missing" else f"\n         ({target} is {state})"))
         try:
             download(entry, target)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             missing += 1
-            print(f"failed   {exc}\n         offline? {where}\n"
-                  f"         from {entry.get('url') or entry['source']}")
+            print(f"failed   {exc}\n         offline? {where}\n         from {origin}")
     return 1 if missing else 0
 
 
@@ -280,6 +341,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         list_models()
         return 0
+    # Mistakes in the command line are reported before pip installs anything.
+    if args.models:
+        models_dir = args.models_dir or default_models_dir()
+        for error in (preset_error(args.models), models_dir_error(models_dir)):
+            if error:
+                print(f"error: {error}")
+                return 2
     rc = 0 if args.no_requirements or args.dry_run else install_requirements()
     if rc == 0 and args.models:
         rc = install_models(args.models, args.models_dir or default_models_dir(), args.dry_run)

@@ -2,7 +2,7 @@
 
     python custom_nodes/ComfyUI-SpinBot/nodes/client.py direct \\
         --set "Portrait.image=me.jpg" --set "Voice reference.audio=me.wav" \\
-        --set "Narration.text=Hello there" --out renders/
+        --set "Narration.narration=Hello there" --out renders/
 
 The workflow is a path to an API-format JSON or the name of a shipped one (workflows/api/NAME.json).
 `--set TITLE.INPUT=VALUE` overrides a node input, the node named by its title (or id); the value
@@ -10,16 +10,22 @@ is read as JSON when it parses (numbers, true/false) and as text otherwise. A va
 local file for a LoadImage/LoadAudio node is uploaded first through `/upload/image`. Progress comes
 over ComfyUI's websocket; the outputs (MP4s, audio, images) are downloaded with `/view`.
 
+`--server` (default ``$COMFYUI_URL``, else http://127.0.0.1:8188) may leave out ``http://``, as in
+``127.0.0.1:8188``. Exit status: 0 done, 1 the server or the render failed, 2 the command line is
+wrong (an address that is not one, an unknown workflow, node or input): nothing was queued then.
+
 Standard library only, so it runs from any Python, with or without ComfyUI's environment.
 """
 from __future__ import annotations
 
 import argparse
 import base64
+import difflib
 import http.client
 import json
 import mimetypes
 import os
+import re
 import socket
 import struct
 import sys
@@ -43,6 +49,58 @@ class ServerUnreachable(ClientError):
     """The server refused, reset or dropped the connection: the job may be retried elsewhere."""
 
 
+class PromptLost(ServerUnreachable):
+    """The prompt is neither queued nor in the history: the server restarted (or it was deleted)."""
+
+
+class UsageError(ClientError):
+    """The request itself is wrong (server address, workflow, ``--set``): retrying cannot help,
+    and the command line exits with status 2 (argparse's status for a bad command line)."""
+
+
+# A host name or IPv4 address (IPv6 literals are recognised by their ':' once unbracketed).
+_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
+
+
+def with_scheme(server: str) -> str:
+    """``server`` with ``http://`` put in front when it names no scheme (``127.0.0.1:8188``,
+    ``localhost:8188``) and without a trailing ``/``; anything else is left for `server_url` to judge.
+
+    A ``://`` test, not urlparse: ``localhost:8188`` parses as scheme ``localhost``."""
+    text = server.strip()
+    if text and "://" not in text:
+        text = "http:" + text if text.startswith("//") else "http://" + text
+    return text.rstrip("/")
+
+
+def server_url(server: str) -> str:
+    """The ComfyUI base URL for ``server`` (`with_scheme` applied), checked: http or https, a
+    host, a numeric port. An address given without a scheme must name its port: ComfyUI listens
+    on 8188, not on http's 80, so a bare word (``not-a-url``) is a mistake rather than a host.
+
+    Raises UsageError with one line saying what is wrong and what an address looks like."""
+    example = "give HOST:PORT or a URL such as http://127.0.0.1:8188"
+    text = with_scheme(server)
+    if not text:
+        raise UsageError(f"--server is empty; {example}")
+    try:
+        url = urllib.parse.urlsplit(text)
+        port = url.port
+    except ValueError as e:  # a non-numeric or out-of-range port, a malformed IPv6 literal
+        raise UsageError(f"--server {server!r} is not a ComfyUI address ({e}); {example}") from None
+    if url.scheme.lower() not in ("http", "https"):
+        raise UsageError(f"--server {server!r}: ComfyUI is reached over http or https, not "
+                         f"{url.scheme!r}; {example}")
+    host = url.hostname or ""
+    if not (_HOST.fullmatch(host) or (":" in host and re.fullmatch(r"[0-9A-Fa-f:.]+", host))):
+        raise UsageError(f"--server {server!r} is not a ComfyUI address (no valid host name); {example}")
+    if port is None and "://" not in server:
+        raise UsageError(f"--server {server!r} is not a ComfyUI address (no scheme and no port); {example}")
+    if url.query or url.fragment:
+        raise UsageError(f"--server {server!r}: the address takes no ?query or #fragment; {example}")
+    return text
+
+
 # --------------------------------------------------------------------------- workflow edits
 
 def load_workflow(name_or_path: str) -> dict:
@@ -51,14 +109,22 @@ def load_workflow(name_or_path: str) -> dict:
         shipped = os.path.join(SHIPPED, name_or_path if name_or_path.endswith(".json") else name_or_path + ".json")
         if not os.path.exists(shipped):
             names = sorted(f[:-5] for f in os.listdir(SHIPPED) if f.endswith(".json"))
-            raise ClientError(f"no workflow file {name_or_path!r} and no shipped workflow of that "
-                              f"name (shipped: {', '.join(names)})")
+            raise UsageError(f"no workflow file {name_or_path!r} and no shipped workflow of that "
+                             f"name (shipped: {', '.join(names)})")
         path = shipped
-    with open(path, encoding="utf-8") as f:
-        workflow = json.load(f)
-    if not isinstance(workflow, dict) or "nodes" in workflow:
-        raise ClientError(f"{path} is a UI-format workflow; queue the API format "
-                          "(workflows/api/, or 'Export (API)' in ComfyUI)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            workflow = json.load(f)
+    except (OSError, ValueError) as e:  # a folder, unreadable, not UTF-8, not JSON
+        raise UsageError(f"cannot read the workflow {path}: {e}") from None
+    if isinstance(workflow, dict) and "nodes" in workflow:
+        raise UsageError(f"{path} is a UI-format workflow; queue the API format "
+                         "(workflows/api/, or 'Export (API)' in ComfyUI)")
+    if not isinstance(workflow, dict) or not all(
+            isinstance(n, dict) and "class_type" in n and isinstance(n.get("inputs", {}), dict)
+            for n in workflow.values()):
+        raise UsageError(f"{path} is not an API-format workflow (an object of nodes, each with "
+                         "class_type and inputs)")
     return workflow
 
 
@@ -71,8 +137,8 @@ def find_node(workflow: dict, ref: str) -> str:
         return matches[0]
     titles = ", ".join(sorted({(n.get('_meta') or {}).get('title', nid) for nid, n in workflow.items()}))
     if not matches:
-        raise ClientError(f"no node titled or numbered {ref!r} (titles: {titles})")
-    raise ClientError(f"{len(matches)} nodes are titled {ref!r}; use the node id ({', '.join(matches)})")
+        raise UsageError(f"no node titled or numbered {ref!r} (titles: {titles})")
+    raise UsageError(f"{len(matches)} nodes are titled {ref!r}; use the node id ({', '.join(matches)})")
 
 
 def parse_assignment(text: str) -> tuple[str, str, Any]:
@@ -80,7 +146,7 @@ def parse_assignment(text: str) -> tuple[str, str, Any]:
     target, sep, raw = text.partition("=")
     ref, dot, name = target.rpartition(".")
     if not sep or not dot or not ref or not name:
-        raise ClientError(f"--set {text!r}: expected TITLE.INPUT=VALUE")
+        raise UsageError(f"--set {text!r}: expected TITLE.INPUT=VALUE")
     try:
         value = json.loads(raw)
     except ValueError:
@@ -90,27 +156,61 @@ def parse_assignment(text: str) -> tuple[str, str, Any]:
 
 def apply_overrides(workflow: dict, assignments: list[str],
                     upload: Callable[[str], str] | None = None) -> dict:
-    """A copy of ``workflow`` with the ``--set`` assignments applied (local files uploaded)."""
+    """A copy of ``workflow`` with the ``--set`` assignments applied (local files uploaded).
+
+    Raises UsageError for a malformed assignment, an unknown or ambiguous node, an input the node
+    does not have (an API workflow lists every widget input of each node, so a name it lacks is a
+    typo that ComfyUI would silently ignore) or an input that is a link; all are checked before
+    anything is uploaded."""
     workflow = json.loads(json.dumps(workflow))
+    planned = []
     for text in assignments:
         ref, name, value = parse_assignment(text)
         nid = find_node(workflow, ref)
         node = workflow[nid]
-        if isinstance(node["inputs"].get(name), list):
-            raise ClientError(f"--set {text!r}: input {name!r} of node {nid} is a link, not a value")
+        inputs = node.setdefault("inputs", {})
+        if name not in inputs:
+            raise UsageError(f"--set {text!r}: {describe_node(nid, node)} has no input {name!r}"
+                             f"{did_you_mean(name, inputs)}; its inputs: {describe_inputs(inputs)}")
+        if isinstance(inputs[name], list):
+            raise UsageError(f"--set {text!r}: input {name!r} of node {nid} is a link, not a value")
+        planned.append((text, node, name, value))
+    for text, node, name, value in planned:
         if (node["class_type"], name) in UPLOAD_INPUTS and isinstance(value, str) and os.path.isfile(value):
             if upload is None:
-                raise ClientError(f"--set {text!r}: a local file needs a server to upload to")
+                raise UsageError(f"--set {text!r}: a local file needs a server to upload to")
             value = upload(value)
         node["inputs"][name] = value
     return workflow
+
+
+def describe_node(nid: str, node: dict) -> str:
+    """``node 3 'Video Combine' (SpinBotVideoCombine)``: how errors name a node."""
+    title = (node.get("_meta") or {}).get("title")
+    return f"node {nid}" + (f" {title!r}" if title else "") + f" ({node.get('class_type')})"
+
+
+def describe_inputs(inputs: dict) -> str:
+    """The inputs a ``--set`` can change, then the linked ones: ``crf, fps (links: images)``."""
+    values = [k for k, v in inputs.items() if not isinstance(v, list)]
+    links = [k for k, v in inputs.items() if isinstance(v, list)]
+    text = ", ".join(values) or "none that take a value"
+    return text + (f" (links: {', '.join(links)})" if links else "")
+
+
+def did_you_mean(name: str, choices) -> str:
+    """`` (did you mean 'fps'?)`` for the closest of ``choices`` (difflib's default 0.6 ratio), or ''."""
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 # --------------------------------------------------------------------------- HTTP
 
 class Client:
     def __init__(self, server: str = "http://127.0.0.1:8188", timeout: float = 30.0):
-        self.server = server.rstrip("/")
+        # Lenient here (callers such as the renderer pass addresses on); main() checks with
+        # server_url first, and _request turns what urllib refuses into a UsageError.
+        self.server = with_scheme(server)
         self.timeout = timeout
         self.client_id = uuid.uuid4().hex
 
@@ -124,12 +224,21 @@ class Client:
             detail = e.read().decode("utf-8", "replace")
             raise ClientError(f"{method} {path} -> HTTP {e.code}: {describe_error(detail)}") from None
         except urllib.error.URLError as e:
+            if str(e.reason).startswith("unknown url type"):  # ftp://, a typo of http: not a server
+                raise UsageError(f"{self.server!r} is not a ComfyUI address ({e.reason}); "
+                                 "give HOST:PORT or a URL such as http://127.0.0.1:8188") from None
             raise ServerUnreachable(f"cannot reach ComfyUI at {self.server} ({e.reason}); is it running? "
                                     "Start it with: python main.py --listen 127.0.0.1 --port 8188") from None
+        except http.client.InvalidURL as e:  # a non-numeric port: an HTTPException, yet no server's fault
+            raise UsageError(f"{self.server!r} is not a ComfyUI address ({e}); "
+                             "give HOST:PORT or a URL such as http://127.0.0.1:8188") from None
         except (ConnectionError, http.client.HTTPException) as e:
             # A server that dies mid-reply resets the socket or closes it without a status line.
             raise ServerUnreachable(f"ComfyUI at {self.server} dropped the connection "
                                     f"({type(e).__name__}: {e})") from None
+        except ValueError as e:  # urllib's 'unknown url type' (no scheme at all), a bad IPv6 literal
+            raise UsageError(f"{self.server!r} is not a ComfyUI address ({e}); "
+                             "give HOST:PORT or a URL such as http://127.0.0.1:8188") from None
 
     def get_json(self, path: str) -> Any:
         return json.loads(self._request("GET", path))
@@ -158,6 +267,12 @@ class Client:
                                          {"Content-Type": "application/json"}))
         return reply["prompt_id"]
 
+    def queued(self, prompt_id: str) -> bool:
+        """Whether the prompt is running or waiting in the server's queue (GET /queue)."""
+        queue = self.get_json("/queue")
+        return any(len(item) > 1 and item[1] == prompt_id
+                   for item in [*queue.get("queue_running", []), *queue.get("queue_pending", [])])
+
     def history(self, prompt_id: str) -> dict | None:
         return self.get_json(f"/history/{prompt_id}").get(prompt_id)
 
@@ -178,7 +293,7 @@ class Client:
                 yield first
                 yield from messages
             return chain()
-        except (OSError, ConnectionError, StopIteration):
+        except (OSError, ConnectionError, StopIteration, ValueError):
             return None
 
     def wait(self, prompt_id: str, on_event: Callable[[dict], None] | None = None,
@@ -209,6 +324,12 @@ class Client:
                 if status.get("status_str") == "error":
                     raise ClientError("the prompt failed: " + describe_history_error(status))
                 return entry
+            # ComfyUI moves a prompt from its queue to its history under one lock, so absent from the
+            # queue and then still absent from the history means gone, not finishing: a restarted
+            # server would otherwise be waited on until the timeout.
+            if entry is None and not self.queued(prompt_id) and self.history(prompt_id) is None:
+                raise PromptLost(f"prompt {prompt_id} is neither queued nor finished on {self.server} "
+                                 "(the server restarted, or the prompt was deleted from its queue)")
             time.sleep(0.5)
         raise ClientError(f"prompt {prompt_id} did not finish within {timeout:.0f}s")
 
@@ -357,7 +478,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     args = parser.parse_args(argv)
     try:
-        client = Client(args.server)
+        client = Client(server_url(args.server))
+        if os.path.exists(args.out) and not os.path.isdir(args.out):
+            raise UsageError(f"--out {args.out!r} is a file; give a folder for the results")
         workflow = apply_overrides(load_workflow(args.workflow), args.sets, client.upload)
         messages = client.open_socket(args.timeout)
         prompt_id = client.queue(workflow)
@@ -369,7 +492,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ClientError("the prompt finished without output files")
         for item in files:
             print(client.download(item, args.out))
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except ClientError as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # an upload that cannot be read, a download that cannot be written
         print(f"\nerror: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -547,13 +547,16 @@ class TrimReport:
 def store_cap(store_bytes: int, root: str | None = None) -> int:
     """The size in bytes the store is trimmed to.
 
-    ``SPINBOT_VIDEO_CACHE_GB`` (decimal gigabytes, 0 or more) when set; otherwise the smaller of
-    `DEFAULT_CAP_BYTES` and `DEFAULT_FREE_FRACTION` of what the store could grow to (the free space
-    on its disk plus ``store_bytes``, the store's current size). An invalid setting is logged once
-    and the default is used: trimming is housekeeping and never fails a finished stage.
+    ``SPINBOT_VIDEO_CACHE_GB`` (decimal gigabytes, 0 or more) when set, ``inf`` / ``none`` /
+    ``unlimited`` (any case) for no cap (2**63 - 1 bytes: nothing is ever over it); otherwise the
+    smaller of `DEFAULT_CAP_BYTES` and `DEFAULT_FREE_FRACTION` of what the store could grow to (the
+    free space on its disk plus ``store_bytes``, the store's current size). An invalid setting is
+    logged once and the default is used: trimming is housekeeping and never fails a finished stage.
     """
     global _warned_cap
     value = os.environ.get(CACHE_ENV, "").strip()
+    if value.lower() in ("inf", "+inf", "infinity", "+infinity", "none", "unlimited"):
+        return 2**63 - 1
     if value:
         try:
             gb = float(value)
