@@ -6,11 +6,14 @@ Frames on disk and in encoders are uint8 ``[N, H, W, 3]`` numpy arrays.
 """
 from __future__ import annotations
 
+import logging
 import math
 from math import gcd
 
 import numpy as np
 import torch
+
+log = logging.getLogger("spinbot.media")
 
 
 class MediaError(ValueError):
@@ -143,14 +146,26 @@ def make_audio(waveform: torch.Tensor | np.ndarray, sample_rate: int) -> dict:
     return {"waveform": wave.contiguous(), "sample_rate": int(sample_rate)}
 
 
-def check_audio(audio: dict, what: str = "audio") -> tuple[torch.Tensor, int]:
+def _check_layout(channels: int, samples: int, shape: tuple, what: str) -> None:
+    """MediaError when ``[C,T]`` is surely a ``[T,C]`` array: more than 64 channels, or more
+    channels than samples (beyond stereo) as in a 40x2 array of two channels."""
+    if channels > _MAX_CHANNELS or channels > max(samples, 2):
+        raise MediaError(f"{what}: waveform {shape} would have {channels} channels of {samples} "
+                         "samples, which looks transposed; AUDIO is [B,C,T] with channels before "
+                         "samples (a [T,C] array must be transposed)")
+
+
+def check_audio(audio: dict, what: str = "audio",
+                notes: list[str] | None = None) -> tuple[torch.Tensor, int]:
     """Validate an AUDIO dict; returns ``(waveform [C,T] of the first batch item, rate)``.
 
     The one door through which every node reads AUDIO: ``waveform`` may be ``[B,C,T]`` (ComfyUI's
     layout), ``[C,T]`` or ``[T]``, a tensor on any device or a numpy array, in any float or PCM
     integer type (`audio_samples`); the result is always float32 on the CPU without grad.
     Raises MediaError for a missing key, no samples, a bad rate, NaN/inf samples, or a shape
-    that is not audio (more than 64 "channels" means a ``[T,C]`` array).
+    that is not audio (more than 64 "channels", or more channels than samples, means a ``[T,C]``
+    array). A batch of more than one item is not an error, but the items after the first are
+    ignored: that is said in ``notes`` when given, otherwise logged as a warning.
     """
     if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
         raise MediaError(f"{what}: expected an AUDIO dict with 'waveform' and 'sample_rate'")
@@ -167,15 +182,20 @@ def check_audio(audio: dict, what: str = "audio") -> tuple[torch.Tensor, int]:
     if len(shape) == 3:
         if shape[0] == 0:
             raise MediaError(f"{what}: the waveform batch is empty, shape {shape}")
+        if shape[0] > 1:
+            note = (f"{what}: the waveform is a batch of {shape[0]} clips; only the first is "
+                    f"used, the other {shape[0] - 1} are ignored")
+            if notes is not None:
+                notes.append(note)
+            else:
+                log.warning("%s", note)
         raw = raw[0]  # before any conversion: only the first item is used
     wave = audio_samples(raw, what)
     if wave.ndim == 1:
         wave = wave.unsqueeze(0)
     if wave.shape[0] == 0 or wave.shape[-1] == 0:
         raise MediaError(f"{what}: expected waveform [B,C,T] with samples, got {shape}")
-    if wave.shape[0] > _MAX_CHANNELS:
-        raise MediaError(f"{what}: waveform {shape} would have {wave.shape[0]} channels; AUDIO is "
-                         "[B,C,T] with channels before samples (a [T,C] array must be transposed)")
+    _check_layout(wave.shape[0], wave.shape[-1], shape, what)
     rate = _sample_rate(audio["sample_rate"], what)
     if not bool(torch.isfinite(wave).all()):
         raise MediaError(f"{what}: the waveform contains NaN or infinite samples")
@@ -241,9 +261,13 @@ def mix_channels(wave: torch.Tensor, channels: int) -> tuple[torch.Tensor, str]:
     surrounds at -3 dB into the fronts, LFE dropped), upmixes mono by copying it to every channel.
     When a downmix would push peaks over full scale where the input was not, the mix is lowered
     just enough to stay under it (and the note says by how much) instead of clipping later.
-    The note is empty when nothing changed. Raises MediaError for other channel conversions.
+    The note is empty when nothing changed. Raises MediaError for other channel conversions and
+    for a ``[T,C]`` array passed as ``[C,T]`` (more channels than samples, see `check_audio`).
     """
     have = wave.shape[0]
+    if wave.ndim != 2:
+        raise MediaError(f"audio: expected a waveform [C,T], got {tuple(wave.shape)}")
+    _check_layout(have, wave.shape[-1], tuple(wave.shape), "audio")
     if have == channels:
         return wave, ""
     if have == 1:

@@ -170,8 +170,8 @@ def test_reply_is_data_only_and_cleaned_for_speech():
            'eval(\'6*7\') {{ 6*7 }}"}\n```')
     stage, narrative = parse_reply(raw)
     assert narrative == "Hello there eval('6*7') {{ 6*7 }}"  # text, never evaluated
-    with pytest.raises(ValueError, match="unexpected fields"):
-        parse_reply('{"stage": "x", "narrative": "y", "code": "print(1)"}')
+    # an extra field is ignored (issue 14 follow-up), never run or spoken
+    assert parse_reply('{"stage": "x", "narrative": "y", "code": "print(1)"}') == ("x", "y")
 
 
 def test_proxy_variables_are_ignored(fake, monkeypatch):

@@ -9,14 +9,17 @@ a valid script is used, so only a reply without one costs a retry.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
-import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterator
 
+from ..text_filters import remove_emoji
 from .segments import is_cjk_language, speech_units
+
+log = logging.getLogger("spinbot.script")
 
 SYSTEM_PROMPT_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
                                   "system_prompt.txt")
@@ -92,9 +95,34 @@ def retry_message(error: str, cut_off: bool = False) -> str:
             'with the string fields "stage" and "narrative", and nothing else.')
 
 
+# Reasoning models (DeepSeek-R1, Qwen3, QwQ, ...) think aloud in such a block before they answer,
+# and often draft the JSON there; what is inside is never the answer.
+_REASONING_TAGS = r"think|thinking|reasoning"
+_REASONING_BLOCK = re.compile(rf"<({_REASONING_TAGS})\b[^>]*>.*?</\1\s*>", re.S | re.I)
+_REASONING_OPEN = re.compile(rf"<(?:{_REASONING_TAGS})\b[^>]*>", re.I)
+_REASONING_CLOSE = re.compile(rf"</(?:{_REASONING_TAGS})\s*>", re.I)
+
+
 def _strip_wrapping(raw: str) -> str:
-    """The reply without a leading ``<think>`` block (reasoning models) and surrounding space."""
-    return re.sub(r"^\s*<think>.*?</think>", "", raw, flags=re.S).strip()
+    """The reply without its reasoning and surrounding space.
+
+    Every ``<think>``, ``<thinking>`` or ``<reasoning>`` block (any case) is removed wherever it
+    is; an opening tag that is never closed (a reply cut off at num_predict while reasoning)
+    removes everything after it, and a closing tag without its opening one (templates that put
+    ``<think>`` in the prompt) everything before it. Raises `ReplyError` when the reply ended
+    inside its reasoning with no JSON object before it.
+    """
+    text = _REASONING_BLOCK.sub("", raw)
+    closes = list(_REASONING_CLOSE.finditer(text))
+    if closes:
+        text = text[closes[-1].end():]
+    opened = _REASONING_OPEN.search(text)
+    if opened:
+        text = text[:opened.start()]
+        if "{" not in text:  # nothing before the reasoning could be the answer
+            raise ReplyError("the reply ended inside its reasoning (an unclosed <think> "
+                             "block) before any JSON object")
+    return text.strip()
 
 
 # A reply is bounded by num_predict tokens; the cap only stops a pathological reply full of
@@ -126,7 +154,9 @@ def json_objects(text: str) -> Iterator[dict]:
 
 
 def validate_reply(data: object) -> list[str]:
-    """Problems of a parsed reply against `SCRIPT_SCHEMA` (empty when it conforms)."""
+    """Problems of a parsed reply against `SCRIPT_SCHEMA` (empty when it can be used): a
+    required field missing, not a string or empty. Fields the schema does not define are not
+    problems (models add "title" or "duration_seconds"); `parse_reply` ignores and logs them."""
     if not isinstance(data, dict):
         return [f"the reply must be a JSON object, not {type(data).__name__}"]
     problems = []
@@ -137,20 +167,22 @@ def validate_reply(data: object) -> list[str]:
             problems.append(f'"{key}" must be a string, not {type(data[key]).__name__}')
         elif len(data[key].strip()) < SCRIPT_SCHEMA["properties"][key]["minLength"]:
             problems.append(f'"{key}" is empty')
-    extra = sorted(set(data) - set(SCRIPT_SCHEMA["properties"]))
-    if extra:
-        problems.append(f"unexpected fields {extra}")
     return problems
 
 
+def extra_fields(data: dict) -> list[str]:
+    """Fields of a reply that `SCRIPT_SCHEMA` does not define (ignored, only logged)."""
+    return sorted(str(k) for k in set(data) - set(SCRIPT_SCHEMA["properties"]))
+
+
 def clean_spoken_text(text: str) -> str:
-    """Remove what a voice must not read: [stage directions], *emphasis*, markdown, emoji."""
+    """Remove what a voice must not read: [stage directions], *emphasis*, markdown, emoji (every
+    part of each sequence, by `text_filters.remove_emoji`, the filter F5-TTS reads through)."""
     text = re.sub(r"\[[^\]]*\]", " ", text)
     # *emphasis*, __bold__ (not the * in 6*7 or the _ in snake_case)
     text = re.sub(r"(?<!\w)(\*{1,3}|_{1,3})(?=\S)(.+?)(?<=\S)\1(?!\w)", r"\2", text)
     text = re.sub(r"(?m)^\s*#{1,6}\s+", "", text).replace("`", "")  # headings, code marks
-    text = "".join(ch for ch in text if unicodedata.category(ch) not in ("So", "Cs", "Co")
-                   and ch not in "\ufe0f\u200d")
+    text = remove_emoji(text)  # the voice stage's own filter: both agree on what an emoji is
     paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text)]
     text = "\n\n".join(p for p in paragraphs if p)
     if len(text) >= 2 and text[0] == text[-1] == '"' and text.count('"') == 2:
@@ -175,14 +207,18 @@ def _script_from(data: object, trigger_word: str) -> tuple[str, str]:
     narrative = clean_spoken_text(data["narrative"])
     if speech_units(narrative) <= 0:  # nothing but punctuation, emoji or markup
         raise ReplyError('"narrative" has no speakable words')
+    extra = extra_fields(data)
+    if extra:
+        log.info("script reply: ignored extra fields %s", extra)
     return clean_stage(data["stage"], trigger_word), narrative
 
 
 def parse_reply(raw: str, trigger_word: str = "") -> tuple[str, str]:
     """``(stage, narrative)`` from the LLM's raw reply, or `ReplyError` saying what is wrong.
 
-    The first JSON object in the reply that is a valid script wins (see `json_objects`); when
-    none is, the error names the problems of the first object found, or says that the reply
+    Reasoning is removed first (`_strip_wrapping`), so a draft inside ``<think>`` is never
+    taken. The first JSON object in the reply that is a valid script wins (see `json_objects`);
+    fields beyond ``stage`` and ``narrative`` are ignored (logged). When none is, the error names the problems of the first object found, or says that the reply
     holds no JSON object at all.
     """
     text = _strip_wrapping(raw or "")

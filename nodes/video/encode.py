@@ -23,7 +23,10 @@ from ..media import MediaError, fit_length, mix_channels, normalize_loudness, pa
 from ..outputs import partial_path
 from .subtitles import ASS_HEADER, Cue, screen_cues
 
-AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
+# The AAC sampling frequencies: ISO/IEC 14496-3 Table 1.18, sampling frequency indices 0-12
+# (libavcodec's ff_mpeg4audio_sample_rates, which its AAC encoder accepts).
+AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000,
+             7350)
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
                 "slower", "veryslow")
 LENGTH_POLICIES = ("pad video with last frame", "trim audio to video")
@@ -50,6 +53,18 @@ class EncodeResult:
         return "\n".join(lines)
 
 
+def check_fps(fps: float, name: str = "fps") -> float:
+    """``fps`` as a float; MediaError naming ``name`` unless it is a positive finite number."""
+    try:
+        value = float(fps)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise MediaError(f"{name} must be a positive finite number of frames per second, "
+                         f"got {fps!r}")
+    return value
+
+
 def fps_fraction(fps: float) -> Fraction:
     """An exact rate for the muxer: 23.976 (or 23.98) -> 24000/1001, 29.97 -> 30000/1001,
     25.0 -> 25.
@@ -57,7 +72,11 @@ def fps_fraction(fps: float) -> Fraction:
     The NTSC rates (24, 30, 60, 120) x 1000/1001 are matched within 0.005 fps, so the values
     people type for them, to two or three decimals, all land on the exact rate; no common rate
     lies that close to one of them.
+
+    Raises MediaError for an fps that is not a positive finite number (NaN and infinity have no
+    fraction; NaN also slips through ComfyUI's min/max validation).
     """
+    check_fps(fps)
     for base in (24, 30, 60, 120):
         if abs(fps - base * 1000 / 1001) < 5e-3:
             return Fraction(base * 1000, 1001)
@@ -313,6 +332,7 @@ def plan_lengths(frames: int, fps: float, audio_samples: int | None, rate: int |
     """
     if policy not in LENGTH_POLICIES:
         raise MediaError(f"unknown length policy {policy!r}; choose one of {LENGTH_POLICIES}")
+    check_fps(fps)
     if audio_samples is None:
         return 0, None, []
     notes: list[str] = []

@@ -105,9 +105,14 @@ def _trim_silence(wave: np.ndarray, rate: int, threshold_db: float) -> np.ndarra
 
 def prepare_reference(audio: dict, max_seconds: float = MAX_SECONDS,
                       target_lufs: float = TARGET_LUFS) -> tuple[torch.Tensor, list[str]]:
-    """AUDIO -> (float32 [T] at 24 kHz, notes). Raises VoiceError for silence or < 2 s of sound."""
-    wave, rate = check_audio(audio, "reference audio")
+    """AUDIO -> (float32 [T] at 24 kHz, notes). Raises VoiceError for a clip shorter than 2 s,
+    silence, or less than 2 s of sound; a batch uses its first clip (said in the notes)."""
     notes: list[str] = []
+    wave, rate = check_audio(audio, "reference audio", notes)
+    if wave.shape[-1] < MIN_SECONDS * rate:  # too short to measure silence on (20 ms frames)
+        raise VoiceError(f"reference audio is only {wave.shape[-1] / rate:.2f} s long; F5-TTS "
+                         f"needs at least {MIN_SECONDS:g} s (best 5-12 s) of clear speech with "
+                         "its transcript")
     # Clipping is a property of each recorded channel; a mix can hide it (or fake it).
     clipped = max(_clipping(channel) for channel in wave.numpy())
     mono, note = mix_channels(wave, 1)
@@ -139,7 +144,8 @@ def prepare_reference(audio: dict, max_seconds: float = MAX_SECONDS,
     notes.append(report)
     out = torch.nn.functional.pad(out[0], (0, int(0.05 * SAMPLE_RATE)))  # as upstream: +50 ms
     for n in notes:  # clipping and cuts change what the user gave: warn, the rest is info
-        level = logging.WARNING if ("clipped" in n or "cut to" in n) else logging.INFO
+        level = logging.WARNING if ("clipped" in n or "cut to" in n or "ignored" in n) \
+            else logging.INFO
         log.log(level, "voice reference: %s", n)
     return out.float().contiguous(), notes
 

@@ -18,6 +18,8 @@ import unicodedata
 
 import torch
 
+from ..text_filters import is_emoji, is_spaced, remove_emoji
+
 _TRANSLATE = str.maketrans({";": ",", "“": '"', "”": '"', "‘": "'", "’": "'"})
 
 
@@ -54,13 +56,16 @@ def _fallback_segments(text: str) -> list[str]:
     return re.findall(r"[\u3100-\u9fff]+|[A-Za-z0-9+#&._%\-]+|.", text, flags=re.S)
 
 
-def to_tokens(text: str, use_pinyin: bool = True) -> list[str]:
+def to_tokens(text: str, use_pinyin: bool = True,
+              vocab: dict[str, int] | None = None) -> list[str]:
     """Character tokens of a text, Chinese as pinyin syllables (F5's convert_char_to_pinyin).
 
     Without pypinyin the same segmentation and spacing apply and Chinese stays characters
     (`text_problem` tells the user to install pypinyin when the vocabulary wants pinyin).
-    ``use_pinyin=False`` gives the plain characters (upstream's "char" tokenizer)."""
-    text = text.translate(_TRANSLATE)
+    ``use_pinyin=False`` gives the plain characters (upstream's "char" tokenizer). The text is
+    normalised first (`normalize_text`, with ``vocab`` when given), which leaves ordinary text
+    as it is."""
+    text = normalize_text(text, vocab).translate(_TRANSLATE)
     if not use_pinyin:
         return list(text)
     try:
@@ -93,8 +98,9 @@ def to_tokens(text: str, use_pinyin: bool = True) -> list[str]:
 
 
 def encode(texts: list[str], vocab: dict[str, int], use_pinyin: bool = True) -> torch.Tensor:
-    """``[B, Nt]`` long ids, padded with -1."""
-    ids = [[vocab.get(tok, 0) for tok in to_tokens(t, use_pinyin)] for t in texts]
+    """``[B, Nt]`` long ids of the normalised texts (`to_tokens`), padded with -1; unknown
+    tokens are id 0 (space), as upstream."""
+    ids = [[vocab.get(tok, 0) for tok in to_tokens(t, use_pinyin, vocab)] for t in texts]
     width = max((len(r) for r in ids), default=0)
     out = torch.full((len(ids), max(width, 1)), -1, dtype=torch.long)
     for i, row in enumerate(ids):
@@ -104,7 +110,8 @@ def encode(texts: list[str], vocab: dict[str, int], use_pinyin: bool = True) -> 
 
 
 def unknown_characters(text: str, vocab: dict[str, int], use_pinyin: bool = True) -> list[str]:
-    return sorted({t for t in to_tokens(text, use_pinyin) if t not in vocab})
+    """Tokens of the normalised ``text`` that ``vocab`` lacks, sorted (id 0 when encoded)."""
+    return sorted({t for t in to_tokens(text, use_pinyin, vocab) if t not in vocab})
 
 
 def has_pinyin() -> bool:
@@ -116,69 +123,77 @@ def has_pinyin() -> bool:
 def text_problem(text: str, vocab: dict[str, int]) -> str | None:
     """Why the model cannot speak ``text``, or None.
 
-    Letters missing from the vocabulary mean a script or language the checkpoint was not trained
-    on (upstream would silently read them as spaces); Chinese needs pypinyin when the vocabulary
-    is a pinyin one. Unknown punctuation and symbols are read as pauses, as upstream does."""
+    The text is checked as it is read (`spoken_text`: emoji left out, normalised). Any character
+    the vocabulary lacks, other than whitespace, punctuation and controls (read as a pause, as
+    upstream does), is an error naming those characters: letters mean a script or language the
+    checkpoint was not trained on, digits and symbols would silently be read as a pause (the
+    words they stand for lost). Chinese needs pypinyin when the vocabulary is a pinyin one."""
+    text = spoken_text(text)
     if any(_is_chinese(c) for c in text) and not has_pinyin() \
             and any(re.fullmatch(r"[a-z]+[1-5]", t) for t in vocab):
         return ("Chinese text needs the 'pypinyin' package (pip install pypinyin rjieba): this "
                 "model reads Chinese as pinyin syllables")
-    letters = [t for t in unknown_characters(text, vocab)
-               if len(t) == 1 and unicodedata.category(t)[0] in "LM"]
-    if letters:
-        return (f"the model's vocabulary has no {''.join(letters[:20])!r}: this text is in a "
-                "script or language the checkpoint was not trained on; use a fine-tune for it "
-                "(its model file with its own vocab.txt in models/tts)")
-    return None
+    missing = [t for t in unknown_characters(text, vocab)
+               if len(t) == 1 and unicodedata.category(t)[0] not in "ZP"
+               and unicodedata.category(t) != "Cc"]
+    if not missing:
+        return None
+    shown = "".join(missing[:20])
+    if any(unicodedata.category(t)[0] in "LM" for t in missing):
+        return (f"the model's vocabulary has no {shown!r}: this text is in a script or language "
+                "the checkpoint was not trained on; use a fine-tune for it (its model file with "
+                "its own vocab.txt in models/tts)")
+    return (f"the model's vocabulary has no {shown!r}: it would read them as a pause and the "
+            "words they stand for would be lost; write them out in words")
 
 
-# Code points that are part of emoji sequences without being symbols themselves: variation
-# selectors (U+FE00-FE0F), the zero-width joiner, the combining keycap and the tag characters of
-# flag sequences (Unicode TR #51, "Emoji sequences").
-_EMOJI_PARTS = set(range(0xFE00, 0xFE10)) | {0x200D, 0x20E3} | set(range(0xE0020, 0xE0080))
-_SKIN_TONES = range(0x1F3FB, 0x1F400)  # Fitzpatrick modifiers (category Sk)
+def normalize_text(text: str, vocab: dict[str, int] | None = None) -> str:
+    """``text`` in the form the model's vocabulary spells it.
+
+    Canonical composition (NFC: a decomposed "Cafe\u0301" becomes "Café"), invisible format
+    characters (Unicode category Cf: soft hyphen, zero-width space, direction marks) removed,
+    and letters, numbers and spaces in compatibility forms replaced by their NFKC form:
+    fullwidth "Ｈｅｌｌｏ" and math-bold letters -> "Hello", "①" -> "1", "²" -> "2", "Ⅻ" -> "XII",
+    "½" -> "1/2" (NFKC's fraction slash U+2044 written as "/"), a no-break space -> " ". With
+    ``vocab`` only characters the vocabulary lacks are replaced (F5TTS_v1_Base's has "½" and "²");
+    without it Latin-1 characters and modifier letters (IPA "ʰ") are kept, since vocabularies
+    that have them hold them as they are.
+    Punctuation and symbols keep their form (CJK "，" is a token of its own), so ordinary text,
+    ASCII above all, is returned unchanged.
+    """
+    text = unicodedata.normalize("NFC", text)
+    if text.isascii():
+        return text
+    out = []
+    for c in text:
+        category = unicodedata.category(c)
+        if category == "Cf" and (vocab is None or c not in vocab):
+            continue
+        if category[0] in "LNZ" and (c not in vocab if vocab is not None
+                                     else ord(c) > 0xFF and category != "Lm"):
+            c = unicodedata.normalize("NFKC", c).replace("\u2044", "/")
+        out.append(c)
+    return unicodedata.normalize("NFC", "".join(out))
 
 
-def _is_emoji(c: str) -> bool:
-    code = ord(c)
-    if code in _EMOJI_PARTS or code in _SKIN_TONES:
-        return True
-    category = unicodedata.category(c)
-    # Other symbols from U+2000 on: arrows, dingbats, pictographs, emoji (So); private use (Co)
-    # and lone surrogates (Cs). Latin-1 symbols (degree, copyright) are left to the vocabulary.
-    return category in ("Cs", "Co") or (category == "So" and code >= 0x2000)
+# Re-exported under their old names: the emoji rule lives in ..text_filters, shared with the
+# script stage's narrative cleaning.
+_is_emoji = is_emoji
+_is_spaced = is_spaced
 
 
 def spoken_text(text: str) -> str:
-    """``text`` as it is read aloud: emoji and pictographic symbols removed and the whitespace
-    around where they were made one space (text without emoji is returned unchanged). Subtitles
-    keep the original; only what goes to the model is changed."""
-    if not any(_is_emoji(c) for c in text):
-        return text
-    marked = "".join("\x00" if _is_emoji(c) else c for c in text)
-
-    def gap(match: re.Match) -> str:
-        before = marked[match.start() - 1] if match.start() else ""
-        after = marked[match.end()] if match.end() < len(marked) else ""
-        if not before or not after or after in ",.!?;:…)]}\"'" or before in "([{":
-            return ""  # at an edge or against punctuation: no pause of its own
-        if match.group().strip("\x00"):  # there was a space around the emoji: keep one
-            return " "
-        # "word😀word" keeps the words apart; CJK text has no spaces to keep
-        return " " if _is_spaced(before) and _is_spaced(after) else ""
-
-    return re.sub(r"\s*\x00[\s\x00]*", gap, marked).strip()
-
-
-def _is_spaced(c: str) -> bool:
-    """A character of a script written with spaces between words (not CJK or kana)."""
-    return not ("\u3040" <= c <= "\u9fff" or "\uac00" <= c <= "\ud7af" or "\uf900" <= c <= "\ufaff")
+    """``text`` as it is read aloud: emoji and pictographic symbols removed (`remove_emoji`: the
+    whitespace around where they were made one space) and `normalize_text` applied. Ordinary
+    text without emoji is returned unchanged. Subtitles keep the original; only what goes to the
+    model is changed."""
+    return normalize_text(remove_emoji(text))
 
 
 def is_speakable(text: str) -> bool:
     """Whether ``text`` holds anything to say: a letter or a digit of any script (Unicode
     categories L* and N*). Punctuation, spaces, symbols and emoji alone are not; F5-TTS would
-    turn them into noise of the length of their bytes."""
+    turn them into noise of the length of their bytes. Checked on `spoken_text` (normalised)."""
     return any(unicodedata.category(c)[0] in "LN" for c in spoken_text(text))
 
 
