@@ -142,6 +142,36 @@ def test_one_renders_through_the_client(servers, tmp_path):
     assert path.endswith(".mp4") and abs(probe(path).audio_seconds - 0.6) < 0.05
 
 
+def test_a_prompt_the_server_no_longer_has_is_lost_not_waited_on(servers, tmp_path):
+    """A restarted server forgets its queue; here the pending prompt is deleted from it instead."""
+    import time
+    import urllib.request
+
+    from spinbot.nodes import client as C
+    from spinbot.nodes.render import jobs as J
+
+    batch = _batch(tmp_path / "lost", 2, base=40.0, step=-38.0, fps=25, size=512)
+    long_job, short_job = J.read_jobs(batch)
+    c = C.Client(servers[0].url)
+    running = c.queue(C.apply_overrides(C.load_workflow("photo_with_audio"), J.assignments(long_job), c.upload))
+    pending = c.queue(C.apply_overrides(C.load_workflow("photo_with_audio"), J.assignments(short_job), c.upload))
+    assert c.queued(pending)
+
+    def post(path, payload):
+        req = urllib.request.Request(c.server + path, data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(req, timeout=30).read()
+
+    post("/queue", {"delete": [pending]})
+    t = time.time()
+    with pytest.raises(C.PromptLost, match="neither queued nor finished"):
+        c.wait(pending, timeout=120)
+    assert time.time() - t < 10
+    post("/interrupt", {})
+    with pytest.raises(C.ClientError, match="failed|cancelled"):
+        c.wait(running, timeout=120)  # leaves the server idle for the next test
+
+
 def test_a_server_killed_mid_batch_loses_no_job(servers, ray_local, tmp_path):
     """Runs last: it terminates one of the module's servers."""
     from spinbot.nodes.render import engine as E
