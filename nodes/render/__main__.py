@@ -32,7 +32,8 @@ def _server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds one job may take")
 
 
-def _servers(args) -> tuple[list[str], list[S.LocalComfyUI]]:
+def _servers(args: argparse.Namespace) -> tuple[list[str], list[S.LocalComfyUI]]:
+    """Server URLs (given, then started ones; else $COMFYUI_URL or :8188) and the started servers."""
     started: list[S.LocalComfyUI] = []
     if args.start is not None:
         started = S.start_servers(args.start or None, models_dir=args.models_dir,
@@ -43,7 +44,8 @@ def _servers(args) -> tuple[list[str], list[S.LocalComfyUI]]:
     return urls, started
 
 
-def cmd_one(args) -> int:
+def cmd_one(args: argparse.Namespace) -> int:
+    """``one``: nodes/client.py's command on the given or a started server; its exit status."""
     urls, started = _servers(args)
     try:
         argv = [args.workflow, *sum((["--set", s] for s in args.sets), []), "--out", args.out,
@@ -54,7 +56,8 @@ def cmd_one(args) -> int:
             s.stop()
 
 
-def cmd_batch(args) -> int:
+def cmd_batch(args: argparse.Namespace) -> int:
+    """``batch``: 0 every job rendered or skipped, 1 some failed, 2 the batch file is unreadable."""
     from . import engine  # imports only the standard library; Ray is imported in run_batch
 
     engine.import_ray()  # before starting servers: a missing Ray is reported at once
@@ -82,6 +85,7 @@ def cmd_batch(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit status (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m nodes.render", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     one = sub.add_parser("one", help="render one workflow with --set inputs")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import json
 import os
 import sys
 import tempfile
@@ -116,6 +115,7 @@ class Scheduler:
 
     @property
     def busy(self) -> bool:
+        """Jobs are still queued or in flight."""
         return bool(self.pending) or any(self.in_flight.values())
 
 
@@ -136,6 +136,7 @@ class ServerWorker:
         self._uploaded: set[str] = set()
 
     def ping(self) -> bool:
+        """Whether the server answers ``/system_stats``."""
         try:
             C.Client(self.url, timeout=10).get_json("/system_stats")
             return True
@@ -456,6 +457,7 @@ def run_batch(jobs: list[dict], servers: list[str], results: str, *, per_server:
 
 
 def _group_complete(group: dict) -> bool:
+    """A fanned-out job is settled when every segment is back, or one failed (reported once)."""
     return len(group["outputs"]) == len(group["ids"]) or (
         group["failed"] is not None and not group.get("reported"))
 

@@ -133,6 +133,7 @@ def results_dir(batch_path: str) -> str:
 
 
 def output_path(results: str, job_id: str) -> str:
+    """``<results>/<job id>.mp4``: where a job's video goes, and what a re-run checks."""
     return os.path.join(results, f"{job_id}.mp4")
 
 
