@@ -18,6 +18,7 @@ frame (``repeat last``). A video longer than the speech is cut to the speech.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -88,8 +89,8 @@ class FrameSource:
             self.images, self.video = check_image(images, "frames"), None
             self.count, self.fps = int(self.images.shape[0]), float(fps)
             self.height, self.width = int(self.images.shape[1]), int(self.images.shape[2])
-        if self.fps <= 0:
-            raise MediaError(f"fps must be positive, got {self.fps:g}")
+        if not (math.isfinite(self.fps) and self.fps > 0):
+            raise MediaError(f"fps must be a positive finite number, got {self.fps:g}")
         if self.count == 0:
             raise MediaError("the frames input has no frames")
 

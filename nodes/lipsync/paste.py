@@ -47,6 +47,8 @@ def _mask_cached(height: int, width: int, region: MouthRegion) -> np.ndarray:
     dx = (xs[None, :] - region.center_x) / region.radius_x
     radius = np.sqrt(dx * dx + dy * dy)  # 1.0 on the ellipse's edge
     feather = float(np.clip(region.feather, 0.0, 1.0))
+    if np.isnan(feather):  # np.clip keeps NaN, which would turn the whole mask into NaN
+        raise ValueError("mouth_feather must be a number from 0 to 1, got nan")
     if feather <= 0:
         mask = (radius < 1.0).astype(np.float32)
     else:

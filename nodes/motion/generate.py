@@ -75,6 +75,8 @@ def fit_image(image: torch.Tensor, width: int, height: int, fit: str = "crop") -
 
 def frames_for(duration: float | None, fps: float, clip_frames: int) -> int:
     """Frames to write: ceil(duration x fps), or one clip without a duration."""
+    if duration is not None and not math.isfinite(duration):
+        raise MediaError(f"duration_seconds must be a finite number of seconds, got {duration}")
     if not duration or duration <= 0:
         return clip_frames
     return max(1, math.ceil(round(float(duration) * float(fps), 6)))
@@ -152,8 +154,9 @@ def run_clip(model: MotionModel, image: np.ndarray, settings: MotionSettings, fr
 def check_settings(model: MotionModel, settings: MotionSettings) -> int:
     if settings.steps < 1:
         raise MotionModelError("steps must be at least 1.")
-    if settings.output_fps <= 0:
-        raise MotionModelError("output fps must be positive.")
+    if not (math.isfinite(settings.output_fps) and settings.output_fps > 0):
+        raise MotionModelError(f"output fps must be a positive finite number, got "
+                               f"{settings.output_fps}.")
     if settings.min_guidance > settings.max_guidance:
         raise MotionModelError(f"min guidance ({settings.min_guidance}) is above max guidance "
                                f"({settings.max_guidance}).")

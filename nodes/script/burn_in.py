@@ -10,6 +10,7 @@ an active cue are left exactly as they were.
 from __future__ import annotations
 
 import bisect
+import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -19,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..video.subtitles import Cue, screen_cues
+from ..voice.text import spoken_text
 from .subtitles import wrap_text
 
 
@@ -61,12 +63,74 @@ def _font(size: int, font_path: str | None, cjk: bool) -> ImageFont.FreeTypeFont
     return ImageFont.load_default(size=size)
 
 
+# A noncharacter: no font maps it, so it draws the font's .notdef glyph (the "empty box").
+_NOTDEF = "\uffff"
+
+
+@lru_cache(maxsize=4096)
+def _has_glyph(font: ImageFont.FreeTypeFont, char: str) -> bool:
+    """Whether ``font`` has a glyph for ``char``: Pillow draws a missing glyph as the font's
+    .notdef glyph, so a mask identical to that of `_NOTDEF` means there is none (fonts are
+    cached by `_font`, so each one is compared once per character)."""
+    if char.isspace():
+        return True
+    mask, notdef = font.getmask(char), font.getmask(_NOTDEF)
+    return not (mask.size == notdef.size and bytes(mask) == bytes(notdef))
+
+
+def _drawable(text: str, font: ImageFont.FreeTypeFont) -> tuple[str, bool, tuple[str, ...]]:
+    """``text`` as it can be burned in with ``font``: emoji removed (`voice.text.spoken_text`,
+    the pack's one emoji filter; no subtitle font draws colour emoji), then every character the
+    font has no glyph for. Returns the text, whether emoji were removed and the characters
+    without a glyph, in order of first appearance."""
+    lines = text.split("\n")
+    kept = [spoken_text(line) for line in lines]
+    had_emoji = kept != lines
+    missing = tuple(dict.fromkeys(c for line in kept for c in line if not _has_glyph(font, c)))
+    if missing:
+        kept = [" ".join("".join(c for c in line if c not in missing).split()) for line in kept]
+    return "\n".join(kept), had_emoji, missing
+
+
+def _font_for(text: str, height: int, font_scale: float,
+              font_path: str | None) -> ImageFont.FreeTypeFont:
+    size = max(8, int(round(height * font_scale)))
+    return _font(size, font_path, bool(_WIDE.search(text)))
+
+
+def burn_in_notes(cues: Sequence[Cue], height: int, font_scale: float = 0.06,
+                  font_path: str | None = None) -> list[str]:
+    """What `burn_subtitles` leaves out of ``cues`` on frames ``height`` pixels high, as report
+    lines: emoji, and characters the chosen font has no glyph for (they would be drawn as empty
+    boxes). Empty when everything can be drawn. Raises BurnInError as `burn_subtitles`."""
+    emoji, missing = False, {}
+    for cue in screen_cues(cues):
+        font = _font_for(cue.text, height, font_scale, font_path or None)
+        _text, had_emoji, chars = _drawable(cue.text, font)
+        emoji |= had_emoji
+        missing.update(dict.fromkeys(chars))
+    notes = []
+    if emoji:
+        notes.append("burn-in: emoji are left out of the burned-in text (the subtitle track "
+                     "keeps them)")
+    if missing:
+        listed = ", ".join(repr(c) for c in list(missing)[:20])
+        more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
+        hint = ("install a CJK font (e.g. Noto Sans CJK) or pass font_path"
+                if any(_WIDE.match(c) for c in missing) else
+                "install a font that has them or pass font_path")
+        notes.append(f"burn-in: the font has no glyph for {listed}{more}; left out of the "
+                     f"burned-in text ({hint})")
+    return notes
+
+
 @lru_cache(maxsize=32)  # Video Combine calls chunk by chunk: a cue spans several calls
 def _render(text: str, width: int, height: int, font_scale: float, margin: float,
             outline: float, color: tuple[int, int, int], outline_color: tuple[int, int, int],
             font_path: str | None) -> _Overlay | None:
     size = max(8, int(round(height * font_scale)))
     font = _font(size, font_path, bool(_WIDE.search(text)))
+    text = _drawable(text, font)[0]  # never an empty box; burn_in_notes reports what is left out
     stroke = int(round(size * outline))
     side = int(round(width * 0.04)) + stroke
     lines = wrap_text(text, max(width - 2 * side, size), measure=lambda s: font.getlength(s))
@@ -128,17 +192,19 @@ def burn_subtitles(frames: np.ndarray, first_frame_index: int, fps: float, cues:
     Frame ``i`` of the batch is shown at ``(first_frame_index + i) / fps`` seconds and gets
     `active_text` of that time: overlapping cues show all their texts, stacked in start order.
     ``font_scale`` is the font size as a fraction of the frame height, ``margin`` the gap below
-    the text, ``outline`` the outline width as a fraction of the font size.
+    the text, ``outline`` the outline width as a fraction of the font size. Emoji and characters
+    the font has no glyph for are left out, never drawn as empty boxes (`burn_in_notes` lists
+    them for the report).
 
     Raises:
-        BurnInError: frames not uint8 ``[n,H,W,3]``, fps not positive, a size option out of
-            range, or a ``font_path`` that cannot be loaded.
+        BurnInError: frames not uint8 ``[n,H,W,3]``, fps not positive and finite, a size option
+            out of range, or a ``font_path`` that cannot be loaded.
     """
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise BurnInError(f"frames must be uint8 [n,H,W,3], got {frames.dtype} {frames.shape}")
-    if fps <= 0:
-        raise BurnInError(f"fps must be positive, got {fps}")
+    if not (math.isfinite(fps) and fps > 0):
+        raise BurnInError(f"fps must be a positive finite number, got {fps}")
     if not 0 < font_scale <= 0.5 or not 0 <= margin < 0.5 or not 0 <= outline <= 0.5:
         raise BurnInError("font_scale must be in (0, 0.5], margin in [0, 0.5), outline in [0, 0.5]")
     out = frames.copy()

@@ -1,6 +1,8 @@
 """Script nodes: guided (Ollama) and direct scripts, and subtitles from segment timings."""
 from __future__ import annotations
 
+import math
+
 from .. import runtime
 from ..media import check_audio
 from .ollama_client import ScriptError, cached_model_names, default_host, normalize_host
@@ -228,6 +230,8 @@ class SpinBotSubtitles:
         if audio is not None:
             wave, rate = check_audio(audio, "audio")
             segs = fit_to_duration(segs, wave.shape[-1] / rate)
+        if not math.isfinite(offset_seconds):  # NaN passes ComfyUI's min/max validation
+            raise ScriptError(f"offset_seconds must be a finite number, got {offset_seconds}")
         if total_seconds(segs) + offset_seconds <= 0:
             raise ScriptError("all subtitles would end before the video starts (check the offset)")
         cues = cues_from_segments(segs, max_chars_per_line, max_lines, offset_seconds)

@@ -1,6 +1,7 @@
 """The SPINBOT_SCRIPT value and the two ways to make one: an LLM (guided) or the user (direct)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -92,8 +93,9 @@ def write_script(req: ScriptRequest, host: str, model: str, *, seed: int = 0,
         raise ScriptError("the topic is empty: describe what the video should be about")
     if not model.strip():
         raise ScriptError("no Ollama model chosen: pick one or type its name")
-    if req.words_per_second <= 0 or req.target_seconds <= 0:
-        raise ScriptError("target_seconds and words_per_second must be positive")
+    if not all(math.isfinite(v) and v > 0 for v in (req.words_per_second, req.target_seconds)):
+        raise ScriptError("target_seconds and words_per_second must be positive finite numbers, "
+                          f"got {req.target_seconds} and {req.words_per_second}")
     model = model.strip()
     messages = [{"role": "system", "content": system_prompt(system_prompt_override)},
                 {"role": "user", "content": user_message(req)}]

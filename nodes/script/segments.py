@@ -6,6 +6,7 @@ from text alone carry *estimated* timings (speaking rate); the voice stage repla
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, replace
 from typing import Iterable, Sequence
@@ -109,8 +110,9 @@ def speech_units(text: str) -> float:
 
 
 def estimate_seconds(text: str, words_per_second: float = DEFAULT_WORDS_PER_SECOND) -> float:
-    if words_per_second <= 0:
-        raise SegmentError(f"words_per_second must be positive, got {words_per_second}")
+    if not (math.isfinite(words_per_second) and words_per_second > 0):
+        raise SegmentError(f"words_per_second must be a positive finite number, got "
+                           f"{words_per_second}")
     return speech_units(text) / words_per_second
 
 
@@ -228,6 +230,8 @@ def split_long(sentence: str, max_seconds: float,
     Without clause punctuation it cuts between words, and CJK text between characters.
     """
     sentence = sentence.strip()
+    if math.isnan(max_seconds):  # compares false with everything: the split would never end
+        raise SegmentError("max_segment_seconds must be a number (0 for no limit), got nan")
     if max_seconds <= 0 or estimate_seconds(sentence, words_per_second) <= max_seconds:
         return [sentence] if sentence else []
     points = _split_points(sentence)
@@ -266,8 +270,9 @@ def make_segments(text: str, words_per_second: float = DEFAULT_WORDS_PER_SECOND,
                   language: str = "", max_segment_seconds: float = DEFAULT_MAX_SEGMENT_SECONDS,
                   pause: float = DEFAULT_PAUSE) -> tuple[Segment, ...]:
     """Sentence segments of a narration, with estimated back-to-back timings from 0."""
-    if words_per_second <= 0:
-        raise SegmentError(f"words_per_second must be positive, got {words_per_second}")
+    if not (math.isfinite(words_per_second) and words_per_second > 0):
+        raise SegmentError(f"words_per_second must be a positive finite number, got "
+                           f"{words_per_second}")
     pieces = _attach_unspoken([p for s in split_sentences(text, language)
                                for p in split_long(s, max_segment_seconds, words_per_second)])
     segments, t = [], 0.0

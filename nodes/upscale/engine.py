@@ -13,6 +13,7 @@ frames an `UpscaleModelError` naming the precision (fp16 overflow) or a damaged 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Protocol
@@ -60,6 +61,8 @@ class UpscaleSettings:
 def output_size(upscaler: Upscaler, settings: UpscaleSettings, height: int,
                 width: int) -> tuple[int, int]:
     scale = settings.target_scale or upscaler.scale
+    if not math.isfinite(scale):  # NaN passes every comparison below (and ComfyUI's min/max)
+        raise UpscaleModelError(f"target scale must be a finite number, got {scale:g}")
     if scale > upscaler.scale + 1e-6:
         raise UpscaleModelError(
             f"target scale {scale:g} is above {upscaler.name}'s native x{upscaler.scale}; pick "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Iterator
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 from .. import runtime
 from ..media import MediaError, check_audio, check_image, images_to_uint8
 from ..outputs import safe_output_path
-from .encode import (EncodeResult, fps_fraction, mux_mp4, padded_frames, plan_lengths,
+from .encode import (EncodeResult, check_fps, fps_fraction, mux_mp4, padded_frames, plan_lengths,
                      prepare_audio)
 from .store import SpinBotVideo
 from .subtitles import Cue, clip_cues, parse_subtitles
@@ -51,10 +52,14 @@ def combine_to_mp4(images: torch.Tensor | None = None, video: SpinBotVideo | Non
         batches = _image_batches(images)
     if frames == 0:
         raise MediaError("there are no frames to encode")
-    if fps <= 0:
-        raise MediaError(f"fps must be positive, got {fps}")
+    # ComfyUI's min/max validation lets NaN through (every comparison with it is false).
+    fps = check_fps(fps)
+    if loudness_lufs is not None and not math.isfinite(loudness_lufs):
+        raise MediaError(f"loudness_lufs must be a finite number of LUFS, got {loudness_lufs}")
 
-    cues = parse_subtitles(subtitles) if subtitles and subtitles.strip() else None
+    dropped: list[str] = []
+    cues = parse_subtitles(subtitles, dropped) if subtitles and subtitles.strip() else None
+    notes.extend(f"subtitles: {line}" for line in dropped)
     audio_data = None
     extra = 0
     if audio is not None:
@@ -71,8 +76,11 @@ def combine_to_mp4(images: torch.Tensor | None = None, video: SpinBotVideo | Non
     batches = padded_frames(batches, extra)
     if burn_in and cues:
         # after the padding, so a padded frame shows the cue of its own time
+        from ..script.burn_in import burn_in_notes
+
         batches = _burned(batches, fps, cues)
         notes.append(f"subtitles: {len(cues)} cues burned into the frames")
+        notes.extend(burn_in_notes(cues, height))
     path, _subfolder, _name = safe_output_path(filename_prefix, "mp4")
     total = frames + extra
     with runtime.Progress(total, "Video Combine") as bar:

@@ -2,7 +2,8 @@
 
 A video lives in ``<temp>/spinbot_video/<key>/``: numbered ``chunk_*.npy`` files (uint8
 ``[n,H,W,3]``), an optional ``audio.npy`` (float32 ``[C,T]``, the full-rate master track) and
-``video.json`` (sizes in bytes of every file, so a damaged folder is found by a few ``stat`` calls).
+``video.json`` (sizes in bytes of every file, so a damaged folder is found by a few ``stat`` calls
+and one small read of each file's .npy header, which catches a same-size overwrite).
 The key is a hash of whatever produced the frames. A writer fills a private
 ``<key>.partial-<host>-<pid>-<id>`` folder and renames it into place only after the last byte is
 written, so a folder named by its key is complete unless something damaged it later (a crash before
@@ -200,10 +201,39 @@ class SpinBotVideo:
             _touch(folder)
 
     def iter_chunks(self) -> Iterator[np.ndarray]:
-        """Yield uint8 ``[n,H,W,3]`` arrays, one stored chunk at a time (memory-mapped)."""
+        """Yield uint8 ``[n,H,W,3]`` arrays, one stored chunk at a time (memory-mapped).
+
+        Raises MediaError when a chunk is gone or damaged (`_open_chunk`)."""
         self.check()
         for chunk in self.chunks:
-            yield np.load(chunk.path, mmap_mode="r")
+            yield self._open_chunk(chunk)
+
+    def _open_chunk(self, chunk: Chunk) -> np.ndarray:
+        """``chunk`` memory-mapped, after checking its .npy header against this video.
+
+        A damaged file (header not a uint8 C-order ``[n,H,W,3]`` array of this video's size, or
+        unreadable) makes its keyed folder useless: the folder is removed, so the next run that
+        asks for this video rebuilds it, and MediaError says so. numpy's own message is not
+        passed on: for a destroyed header it suggests loading the file with pickle.
+        """
+        try:
+            _check_npy(chunk.path, np.uint8, (chunk.count, self.height, self.width, 3))
+            try:
+                return np.load(chunk.path, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError) as e:
+                raise _Damaged(f"numpy cannot map it ({type(e).__name__})") from None
+        except FileNotFoundError:
+            self.check()  # says "gone from the temp folder"
+            raise
+        except _Damaged as e:
+            folder = os.path.dirname(chunk.path)
+            log.warning("stored video %s is damaged (%s); it is removed", folder, e)
+            with _LOCK:
+                _remove(folder)
+            raise MediaError(
+                f"the frames of this video are damaged in the temp folder ({folder}: {e}); "
+                "the damaged copy was removed, so queue the workflow again to rebuild it (if "
+                "ComfyUI still reuses its cached result, clear its node cache first)") from None
 
     def iter_frames(self, batch: int) -> Iterator[np.ndarray]:
         """Yield uint8 batches of exactly ``batch`` frames (the last may be shorter)."""
@@ -239,7 +269,7 @@ class SpinBotVideo:
         for chunk in self.chunks:
             lo, hi = max(start - offset, 0), min(stop - offset, chunk.count)
             if lo < hi:
-                parts.append(np.load(chunk.path, mmap_mode="r")[lo:hi])
+                parts.append(self._open_chunk(chunk)[lo:hi])
             offset += chunk.count
             if offset >= stop:
                 break
@@ -267,8 +297,8 @@ class VideoWriter:
     """
 
     def __init__(self, key: str, fps: float, chunk_frames: int | None = None):
-        if fps <= 0:
-            raise MediaError(f"fps must be positive, got {fps}")
+        if not (math.isfinite(fps) and fps > 0):
+            raise MediaError(f"fps must be a positive finite number, got {fps}")
         self.key = key
         self.fps = float(fps)
         root = video_root()
@@ -411,7 +441,8 @@ class _Damaged(Exception):
 def _read_folder(directory: str) -> dict | None:
     """The validated manifest of a keyed folder; None when there is no such folder.
 
-    Cheap: one small JSON read plus a stat per file; sizes must match the manifest exactly.
+    Cheap: one small JSON read plus a stat and a header read per file; sizes must match the
+    manifest exactly and each .npy header must describe the array the manifest records.
     Raises _Damaged for a folder that exists but is not a complete video of this format.
     """
     try:
@@ -459,14 +490,64 @@ def _read_folder(directory: str) -> dict | None:
             raise _Damaged(f"{name} is missing") from None
         if actual != size:
             raise _Damaged(f"{name} has {actual} bytes, {size} were written")
+    # A same-size overwrite (a bad sector, a stray write) escapes the sizes; the headers are one
+    # small read per file and catch what would otherwise fail every later read of the video.
+    headers = [(name, np.uint8, (n, height, width, 3), size) for name, n, size in chunks]
+    if rate is not None:
+        headers.append(("audio.npy", np.float32, None, audio_bytes))
+    for name, dtype, shape, size in headers:
+        try:
+            _check_npy(os.path.join(directory, name), dtype, shape, size)
+        except FileNotFoundError:
+            if not os.path.isdir(directory):
+                return None
+            raise _Damaged(f"{name} is missing") from None
     meta["chunks"] = chunks
     return meta
+
+
+# A header (magic, version, length, dict) of np.save's formats 1.0-3.0 fits in this many bytes.
+_NPY_HEADER_MAX = 65536
+
+
+def _check_npy(path: str, dtype: type, shape: tuple[int, ...] | None,
+               size: int | None = None) -> None:
+    """Raise _Damaged unless ``path`` starts with a valid .npy header (numpy's "NPY format":
+    magic ``\\x93NUMPY``, version, header dict) for a C-order array of ``dtype`` and ``shape``
+    (None: any 2-D shape, as audio ``[C,T]``) whose data fills exactly ``size`` bytes when given.
+    Reads only the header. FileNotFoundError passes through (a gone file is not a damaged one).
+    """
+    fmt = np.lib.format
+    with open(path, "rb") as f:
+        try:
+            version = fmt.read_magic(f)
+            if version == (1, 0):
+                got_shape, fortran, got_dtype = fmt.read_array_header_1_0(
+                    f, max_header_size=_NPY_HEADER_MAX)
+            elif version in ((2, 0), (3, 0)):
+                got_shape, fortran, got_dtype = fmt.read_array_header_2_0(
+                    f, max_header_size=_NPY_HEADER_MAX)
+            else:
+                raise ValueError
+        except (ValueError, SyntaxError, EOFError, OSError):
+            raise _Damaged(f"{os.path.basename(path)} has no valid .npy header") from None
+        offset = f.tell()
+    want = np.dtype(dtype)
+    ok = (got_dtype == want and not fortran
+          and (got_shape == shape if shape is not None else len(got_shape) == 2))
+    if not ok:
+        raise _Damaged(f"{os.path.basename(path)} holds {got_dtype} {got_shape}"
+                       f"{' (Fortran order)' if fortran else ''}, expected {want} "
+                       f"{list(shape) if shape is not None else '[C,T]'}")
+    if size is not None and offset + math.prod(got_shape) * want.itemsize != size:
+        raise _Damaged(f"{os.path.basename(path)}'s header does not match its {size} bytes")
 
 
 def load_video(key: str) -> SpinBotVideo | None:
     """The complete video stored under ``key``, or None when there is none.
 
-    A folder that is damaged (missing or short files, an unreadable or foreign ``video.json``) is
+    A folder that is damaged (missing or short files, a broken .npy header, an unreadable or
+    foreign ``video.json``) is
     logged, removed and reported as None, so the caller rebuilds it. Loading renews the lease.
     """
     directory = os.path.join(video_root(), key)

@@ -51,11 +51,16 @@ def _looks_like_vtt(text: str) -> bool:
     return re.match(r"\ufeff?WEBVTT(?:[ \t\r\n]|$)", text) is not None
 
 
-def parse_srt(text: str) -> list[Cue]:
+def parse_srt(text: str, dropped: list[str] | None = None) -> list[Cue]:
     """Cues of an SRT document, in document order.
 
-    Text lines keep their line breaks; SubRip formatting tags and ASS override blocks are removed
-    (they style text, they are not text). Cues whose text is empty are skipped.
+    A cue is an optional numeric index line, a timing line and text lines up to a blank line.
+    A timing line (with the index line just before it) also starts a new cue without a blank
+    line in between, as players read files whose blank lines were lost. Text lines keep their
+    line breaks; SubRip formatting tags and ASS override blocks are removed (they style text,
+    they are not text). Cues whose text is empty are skipped. Zero-length cues (end equal to
+    start) are dropped, as WebVTT's rules drop them (nothing could show them); each one dropped
+    adds a line to ``dropped`` when a list is given.
 
     Raises:
         SubtitleError: a block without a timing line, a malformed timing line, a cue that ends
@@ -66,26 +71,57 @@ def parse_srt(text: str) -> list[Cue]:
         raise SubtitleError("this is a WebVTT document (it starts with 'WEBVTT'): read it with "
                             "parse_vtt or parse_subtitles")
     cues: list[Cue] = []
-    lines = _LINES.split(text.strip())
-    blocks = re.split(r"\n[ \t]*\n", "\n".join(lines))
-    for block in blocks:
-        lines = block.split("\n")
-        idx = next((i for i, ln in enumerate(lines) if "-->" in ln), None)
+    for block in _srt_blocks(_LINES.split(text.strip())):
+        idx = next((i for i, ln in enumerate(block) if "-->" in ln), None)
         if idx is None:
-            if block.strip() and not block.strip().isdigit():
-                raise SubtitleError(f"subtitle block without a timing line: {block[:60]!r}")
+            joined = "\n".join(block).strip()
+            if joined and not joined.isdigit():
+                raise SubtitleError(f"subtitle block without a timing line: {joined[:60]!r}")
             continue
-        m = _SRT_ARROW.match(lines[idx])
+        m = _SRT_ARROW.match(block[idx])
         if not m:
-            raise SubtitleError(f"bad subtitle timing line: {lines[idx]!r}")
+            raise SubtitleError(f"bad subtitle timing line: {block[idx]!r}")
         start, end = _srt_seconds(*m.groups()[:4]), _srt_seconds(*m.groups()[4:])
-        if end <= start:
-            raise SubtitleError(f"subtitle ends before it starts: {lines[idx]!r}")
-        body = "\n".join(ln for ln in (_SRT_MARKUP.sub("", ln).rstrip() for ln in lines[idx + 1:])
+        if not _keep_timing(start, end, block[idx], dropped):
+            continue
+        body = "\n".join(ln for ln in (_SRT_MARKUP.sub("", ln).rstrip() for ln in block[idx + 1:])
                          if ln.strip()).strip()
         if body:
             cues.append(Cue(start, end, body))
     return cues
+
+
+def _srt_blocks(lines: list[str]) -> list[list[str]]:
+    """``lines`` cut into cue blocks: at blank lines, and before every further timing line (and
+    the numeric index line just above it) inside a block."""
+    blocks: list[list[str]] = []
+    current: list[str] = []
+    for line in lines:
+        if not line.strip():
+            if current:
+                blocks.append(current)
+            current = []
+            continue
+        if _SRT_ARROW.match(line) and any(_SRT_ARROW.match(ln) for ln in current):
+            index = [current.pop()] if current[-1].strip().isdigit() and len(current) > 1 else []
+            blocks.append(current)
+            current = index
+        current.append(line)
+    if current:
+        blocks.append(current)
+    return blocks
+
+
+def _keep_timing(start: float, end: float, line: str, dropped: list[str] | None) -> bool:
+    """False for a zero-length cue (noted in ``dropped``); SubtitleError for one that ends
+    before it starts."""
+    if end < start:
+        raise SubtitleError(f"subtitle ends before it starts: {line.strip()!r}")
+    if end == start:
+        if dropped is not None:
+            dropped.append(f"zero-length cue {line.strip()!r} dropped")
+        return False
+    return True
 
 
 def format_timestamp(seconds: float, sep: str = ",") -> str:
@@ -136,7 +172,7 @@ def _is_keyword_block(line: str, keyword: str) -> bool:
     return line == keyword or line.startswith((keyword + " ", keyword + "\t"))
 
 
-def parse_vtt(text: str) -> list[Cue]:
+def parse_vtt(text: str, dropped: list[str] | None = None) -> list[Cue]:
     """Cues of a WebVTT document, in document order (W3C WebVTT, section 6 parsing rules).
 
     The header line and the header's other lines, NOTE, STYLE and REGION blocks and cue
@@ -145,9 +181,10 @@ def parse_vtt(text: str) -> list[Cue]:
     cues whose displayed text is empty are skipped.
 
     Raises:
-        SubtitleError: no ``WEBVTT`` header, a malformed timing line, or a cue that does not end
-            after it starts (the spec drops such cues silently; here they are reported, so no
-            subtitle is lost without notice).
+        SubtitleError: no ``WEBVTT`` header, a malformed timing line, or a cue that ends before
+            it starts (the spec drops such cues silently; here they are an error, so no subtitle
+            is lost without notice). A zero-length cue (end equal to start) is dropped as the
+            spec says, with a line added to ``dropped`` when a list is given.
     """
     text = text.lstrip("\ufeff")
     if not _looks_like_vtt(text):
@@ -178,8 +215,7 @@ def parse_vtt(text: str) -> list[Cue]:
             raise SubtitleError(f"bad WebVTT timing line: {timing!r} (expected "
                                 "'[hh:]mm:ss.ttt --> [hh:]mm:ss.ttt [settings]')")
         start, end = _vtt_seconds(*m.groups()[:4]), _vtt_seconds(*m.groups()[4:8])
-        if end <= start:
-            raise SubtitleError(f"subtitle ends before it starts: {timing!r}")
+        keep = _keep_timing(start, end, timing, dropped)
         i += 1
         payload: list[str] = []
         # Cue text runs to a blank line, or to a line holding "-->", which starts the next cue.
@@ -187,15 +223,17 @@ def parse_vtt(text: str) -> list[Cue]:
             payload.append(lines[i])
             i += 1
         body = vtt_cue_text("\n".join(payload))
-        if body:
+        if body and keep:
             cues.append(Cue(start, end, body))
     return cues
 
 
-def parse_subtitles(text: str) -> list[Cue]:
+def parse_subtitles(text: str, dropped: list[str] | None = None) -> list[Cue]:
     """Cues of an SRT or WebVTT document: WebVTT when it starts with the ``WEBVTT`` header
-    (after an optional byte-order mark), SRT otherwise. Errors as in `parse_srt`/`parse_vtt`."""
-    return parse_vtt(text) if _looks_like_vtt(text.lstrip("\ufeff")) else parse_srt(text)
+    (after an optional byte-order mark), SRT otherwise. Errors and ``dropped`` as in
+    `parse_srt`/`parse_vtt`."""
+    parse = parse_vtt if _looks_like_vtt(text.lstrip("\ufeff")) else parse_srt
+    return parse(text, dropped)
 
 
 # --- What is on screen -------------------------------------------------------------------------

@@ -10,6 +10,7 @@ and cross-faded; pieces of equal length are sampled as one batch.
 """
 from __future__ import annotations
 
+import math
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -142,8 +143,8 @@ def plan(profile: VoiceProfile, texts: Sequence[str], settings: Settings) -> tup
     ref_frames = profile.wave.shape[-1] // F5_MEL.hop_length
     ref_bytes = max(byte_length(ref_text), 1)
     speed = float(settings.speed)
-    if speed <= 0:
-        raise ValueError(f"speed must be positive, got {speed}")
+    if not (math.isfinite(speed) and speed > 0):
+        raise ValueError(f"speed must be a positive finite number, got {speed}")
     max_bytes = int(ref_bytes / ref_seconds * max(WINDOW_SECONDS - ref_seconds, 2.0) * speed)
     pieces = []
     for index, text in enumerate(texts):
