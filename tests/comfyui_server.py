@@ -73,6 +73,13 @@ class ComfyUI:
         except urllib.error.HTTPError as e:
             raise RuntimeError(f"POST {path} -> {e.code}: {e.read().decode()}") from None
 
+    def skip_first_visit(self) -> None:
+        """Mark the web UI's tutorial as done, so a browser test sees no templates dialog of a
+        first visit opening over (or some time after) the graph it loads."""
+        req = urllib.request.Request(self.url + "/settings/Comfy.TutorialCompleted", data=b"true",
+                                     headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(req, timeout=30).close()
+
     def queue(self, workflow: dict, extra_pnginfo: dict | None = None) -> str:
         payload = {"prompt": workflow, "client_id": uuid.uuid4().hex}
         if extra_pnginfo:

@@ -29,6 +29,7 @@ def comfy(tmp_path_factory):
     base = tmp_path_factory.mktemp("comfy")
     factory.build(base / "models")  # the tiny model folder, as `python -m tests.factory` installs it
     server = ComfyUI(COMFYUI_PATH, str(base))
+    server.skip_first_visit()
     yield server
     server.stop()
 
@@ -122,15 +123,10 @@ def test_ui_workflow_loads_in_the_browser_without_errors(comfy, name):
 @pytest.fixture(scope="module")
 def comfy_without_models(tmp_path_factory):
     """A second ComfyUI whose models folder is empty, as a new user's is."""
-    import urllib.request
-
     from tests.comfyui_server import ComfyUI
 
     server = ComfyUI(COMFYUI_PATH, str(tmp_path_factory.mktemp("comfy-empty")))
-    # Not a first visit: no templates dialog opening beside the one under test.
-    request = urllib.request.Request(server.url + "/settings/Comfy.TutorialCompleted", data=b"true",
-                                     headers={"Content-Type": "application/json"})
-    urllib.request.urlopen(request, timeout=30).close()
+    server.skip_first_visit()  # no templates dialog opening beside the one under test
     yield server
     server.stop()
 
