@@ -1,64 +1,37 @@
 """Start a real ComfyUI (from ``COMFYUI_PATH``) with this pack installed, for integration tests.
 
-ComfyUI runs in its own process with ``--base-directory`` pointing at a scratch folder whose
+The renderer's `LocalComfyUI` (nodes/render/servers.py) does the starting: ComfyUI runs in its own
+process, on the CPU, with ``--base-directory`` pointing at a scratch folder whose
 ``custom_nodes/ComfyUI-SpinBot`` is a link to this checkout, so the user's ComfyUI folders are not
-touched. Its Python is ``COMFYUI_PYTHON`` or the interpreter running the tests.
+touched. Its Python is ``COMFYUI_PYTHON`` or the interpreter running the tests. This class adds
+the calls the tests make against it.
 """
 from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
 
-from tests._pack import ROOT
+from tests._pack import load_pack
+
+load_pack()
+from spinbot.nodes.render.servers import LocalComfyUI, free_port  # noqa: E402
+
+__all__ = ["ComfyUI", "free_port"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ComfyUI:
+class ComfyUI(LocalComfyUI):
     def __init__(self, comfy_path: str, base_dir: str, startup_timeout: float = 240.0,
                  link_pack: bool = True, extra_args: tuple[str, ...] = ()):
-        self.base_dir = base_dir
-        for sub in ("custom_nodes", "input", "output", "temp", "models", "user"):
-            os.makedirs(os.path.join(base_dir, sub), exist_ok=True)
-        link = os.path.join(base_dir, "custom_nodes", "ComfyUI-SpinBot")
-        if link_pack and not os.path.exists(link):
-            os.symlink(ROOT, link)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        python = os.environ.get("COMFYUI_PYTHON", sys.executable)
-        self.log_path = os.path.join(base_dir, "comfyui.log")
-        self._log = open(self.log_path, "w")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SPINBOT_")}
-        self.proc = subprocess.Popen(
-            [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-             "--base-directory", base_dir, "--disable-auto-launch", *extra_args],
-            cwd=comfy_path, stdout=self._log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.time() + startup_timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ComfyUI exited during start-up:\n{self.log()}")
-            try:
-                self.get("/system_stats")
-                return
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(1)
-        self.stop()
-        raise TimeoutError(f"ComfyUI did not start in {startup_timeout:.0f}s:\n{self.log()}")
-
-    def log(self) -> str:
-        self._log.flush()
-        return open(self.log_path, encoding="utf-8", errors="replace").read()[-6000:]
+        # A models folder of its own (the tiny factory models, or empty), never a link to the
+        # ComfyUI checkout's.
+        os.makedirs(os.path.join(base_dir, "models"), exist_ok=True)
+        super().__init__(comfy_path, base_dir=base_dir, startup_timeout=startup_timeout,
+                         extra_args=extra_args, link_pack=link_pack)
+        self.wait_ready()
 
     def get(self, path: str) -> dict:
         with urllib.request.urlopen(self.url + path, timeout=30) as r:
@@ -97,12 +70,3 @@ class ComfyUI:
                 return entry
             time.sleep(0.5)
         raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout:.0f}s:\n{self.log()}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self._log.close()

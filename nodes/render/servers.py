@@ -46,7 +46,7 @@ class LocalComfyUI:
 
     def __init__(self, comfy_path: str, models_dir: str | None = None, gpu: int | None = None,
                  base_dir: str | None = None, startup_timeout: float = 300.0,
-                 extra_args: tuple[str, ...] = ()):
+                 extra_args: tuple[str, ...] = (), link_pack: bool = True):
         if not os.path.isfile(os.path.join(comfy_path, "main.py")):
             raise FileNotFoundError(f"no ComfyUI at {comfy_path!r} (its main.py is missing); set "
                                     "COMFYUI_PATH to your ComfyUI folder")
@@ -55,7 +55,7 @@ class LocalComfyUI:
         for sub in ("custom_nodes", "input", "output", "temp", "user"):
             os.makedirs(os.path.join(self.base_dir, sub), exist_ok=True)
         link = os.path.join(self.base_dir, "custom_nodes", "ComfyUI-SpinBot")
-        if not os.path.exists(link):
+        if link_pack and not os.path.exists(link):  # off where the pack was installed for real
             os.symlink(PACK_ROOT, link)
         models = os.path.join(self.base_dir, "models")
         if not os.path.exists(models):
@@ -100,7 +100,7 @@ class LocalComfyUI:
     def log(self) -> str:
         self._log.flush()
         with open(self.log_path, encoding="utf-8", errors="replace") as f:
-            return f.read()[-4000:]
+            return f.read()[-6000:]
 
     def stop(self, keep: bool = False) -> None:
         """Stop the process; the scratch base folder made here goes too unless ``keep`` (the
