@@ -116,7 +116,13 @@ def test_progress_and_cancel(monkeypatch):
     from spinbot.nodes import runtime
     model = _load(SD15)
     updates = []
-    monkeypatch.setattr(runtime.Progress, "update", lambda self, n=1, preview=None: updates.append(n))
+    update = runtime.Progress.update
+
+    def record(self, n=1, preview=None):
+        updates.append(n)
+        update(self, n, preview)
+
+    monkeypatch.setattr(runtime.Progress, "update", record)
     _paint(model, steps=3)
     assert len(updates) == 3
     calls = []
