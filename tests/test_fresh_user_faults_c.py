@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from spinbot.nodes import client as C
-from spinbot.nodes.video import store
+from spinbot.nodes.video import store, store_limits
 from tests._pack import ROOT
 from tests.test_manifest import load_install
 
@@ -336,29 +336,29 @@ def test_unknown_preset_is_refused_before_pip_runs(monkeypatch, capsys):
 @pytest.mark.parametrize("setting", ["inf", "INF", "Infinity", "none", "None", "unlimited", " unlimited "])
 def test_no_cap_settings(monkeypatch, caplog, setting):
     caplog.set_level("WARNING", "spinbot.video")
-    monkeypatch.setattr(store, "_warned_cap", False)
-    monkeypatch.setenv(store.CACHE_ENV, setting)
-    assert store.store_cap(10**15) >= 2**63 - 1  # above any store on any disk
-    assert store.CACHE_ENV not in caplog.text  # accepted, not "not a number"
+    monkeypatch.setattr(store_limits, "_warned_cap", False)
+    monkeypatch.setenv(store_limits.CACHE_ENV, setting)
+    assert store_limits.store_cap(10**15) >= 2**63 - 1  # above any store on any disk
+    assert store_limits.CACHE_ENV not in caplog.text  # accepted, not "not a number"
 
 
 def test_invalid_settings_still_fall_back_to_the_default(monkeypatch):
-    monkeypatch.setattr(store, "_warned_cap", False)
+    monkeypatch.setattr(store_limits, "_warned_cap", False)
     for bad in ("-inf", "nan", "infinite-ish", "none please"):
-        monkeypatch.setenv(store.CACHE_ENV, bad)
-        assert store.store_cap(0) <= store.DEFAULT_CAP_BYTES
+        monkeypatch.setenv(store_limits.CACHE_ENV, bad)
+        assert store_limits.store_cap(0) <= store_limits.DEFAULT_CAP_BYTES
 
 
 def test_no_cap_keeps_every_video_where_the_default_would_evict(monkeypatch):
     Usage = type("Usage", (), {"free": 0})  # a full disk: the default cap is half the store
-    monkeypatch.setattr(store.shutil, "disk_usage", lambda path: Usage())
-    monkeypatch.setattr(store, "LEASE_S", 0.0)
-    monkeypatch.setenv(store.CACHE_ENV, "inf")
+    monkeypatch.setattr(store_limits.shutil, "disk_usage", lambda path: Usage())
+    monkeypatch.setattr(store_limits, "LEASE_S", 0.0)
+    monkeypatch.setenv(store_limits.CACHE_ENV, "inf")
     frames = np.ones((4, 16, 16, 3), np.uint8)
     for i in range(6):
         store.write_video(f"keep{i}", 25, iter([frames * i]))  # handles dropped at once
     gc.collect()
-    report = store.trim_store()
+    report = store_limits.trim_store()
     assert report.removed == () and len(os.listdir(store.video_root())) == 6
-    monkeypatch.delenv(store.CACHE_ENV)  # the default on a full disk does evict: the check can fail
-    assert store.trim_store().removed
+    monkeypatch.delenv(store_limits.CACHE_ENV)  # the default on a full disk does evict: the check can fail
+    assert store_limits.trim_store().removed

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from spinbot.nodes.media import MediaError
-from spinbot.nodes.video import store
+from spinbot.nodes.video import store, store_limits
 from spinbot.nodes.video.nodes_video import SpinBotImagesToVideo
 from tests._pack import ROOT
 from tests.media import tone_audio
@@ -66,7 +66,7 @@ def dead_pid():
 def cap(monkeypatch):
     """Set the cap (bytes) through the documented environment setting."""
     def set_cap(nbytes):
-        monkeypatch.setenv(store.CACHE_ENV, repr(nbytes / 1e9))
+        monkeypatch.setenv(store_limits.CACHE_ENV, repr(nbytes / 1e9))
         return nbytes
     return set_cap
 
@@ -91,7 +91,7 @@ def test_lru_order_keeps_a_recently_loaded_or_read_video(cap, monkeypatch):
         time.sleep(0.02)  # distinct modification times even on coarse clocks
     assert store.load_video("v0") is not None  # loading renews the lease
     time.sleep(0.02)
-    monkeypatch.setattr(store, "_TOUCH_EVERY_S", 0.0)
+    monkeypatch.setattr(store_limits, "_TOUCH_EVERY_S", 0.0)
     handle = store.load_video("v1")
     os.utime(os.path.dirname(handle.chunks[0].path), ns=(1, 1))  # as if loaded long ago ...
     time.sleep(0.02)
@@ -116,7 +116,7 @@ def test_held_and_joined_videos_and_running_writers_are_never_evicted(cap):
         writer.write(numbered(5, offset=30))
         for i in range(6):
             put(f"x{i}", offset=i)
-        report = store.trim_store()
+        report = store_limits.trim_store()
         assert report.cap == limit and report.after > limit  # over the cap: all of it is held
         assert {"held", "a", "b", "pickled"} <= set(entries())
         assert not any(e.startswith("x") for e in entries())
@@ -127,10 +127,10 @@ def test_held_and_joined_videos_and_running_writers_are_never_evicted(cap):
     assert first_pixels(joined) == [0, 1, 2, 10, 11]
     assert first_pixels(copy) == list(range(50, 58))
     del joined, copy, in_flight
-    report = store.trim_store()
+    report = store_limits.trim_store()
     assert entries() == ["held"] and report.removed and report.after == store_bytes()
     del held
-    assert store.trim_store().after == 0 and entries() == [] and store_bytes() == 0
+    assert store_limits.trim_store().after == 0 and entries() == [] and store_bytes() == 0
 
 
 def test_sources_of_a_live_joined_video_stay_reusable_by_key(cap):
@@ -149,11 +149,11 @@ def test_another_process_lease_is_respected_within_the_grace_period(cap):
     folder = os.path.dirname(put("theirs").chunks[0].path)
     time.sleep(0.02)  # file times tick coarsely: make this lease differ from the one we gave
     os.utime(folder)  # another process loaded it just now (not a lease this process gave)
-    report = store.trim_store()
+    report = store_limits.trim_store()
     assert entries() == ["theirs"] and report.held == 1
-    past = time.time_ns() - int((store.LEASE_S + 60) * 1e9)
+    past = time.time_ns() - int((store_limits.LEASE_S + 60) * 1e9)
     os.utime(folder, ns=(past, past))
-    assert store.trim_store().removed == ("theirs",) and entries() == []
+    assert store_limits.trim_store().removed == ("theirs",) and entries() == []
 
 
 def test_refresh_leases_renews_held_folders_only():
@@ -163,7 +163,7 @@ def test_refresh_leases_renews_held_folders_only():
     for folder in (held_dir, loose_dir):
         os.utime(folder, ns=(old, old))
     del loose
-    assert store.refresh_leases() >= 1
+    assert store_limits.refresh_leases() >= 1
     assert os.stat(held_dir).st_mtime_ns > old
     assert os.stat(loose_dir).st_mtime_ns == old
 
@@ -181,7 +181,7 @@ def _leftover(name, age_s=0.0):
 
 def test_leftovers_of_crashed_writers_are_removed_and_live_ones_kept(cap):
     cap(10**9)  # far above the store: only stale leftovers go
-    host, me, stale = store._HOST, os.getpid(), 2 * store.STALE_FOREIGN_S
+    host, me, stale = store_limits._HOST, os.getpid(), 2 * store_limits.STALE_FOREIGN_S
     gone = [
         _leftover(f"k1.partial-{host}-{dead_pid()}-{uuid.uuid4().hex[:8]}"),  # its process ended
         _leftover(f"k2.trash-{host}-{dead_pid()}-{uuid.uuid4().hex[:8]}"),
@@ -195,7 +195,7 @@ def test_leftovers_of_crashed_writers_are_removed_and_live_ones_kept(cap):
         _leftover("k8.partial-1a2b3c4d"),
     ]
     before = store_bytes()
-    report = store.trim_store()
+    report = store_limits.trim_store()
     assert sorted(report.removed) == sorted(gone) and entries() == sorted(kept)
     assert report.before == before and report.after == store_bytes() == before - 5000
 
@@ -234,7 +234,7 @@ def test_damaged_keyed_folder_is_rebuilt_on_the_next_run(damage, caplog, monkeyp
     elif damage == "stale partial folder":  # a writer that died after renaming half of its work
         for name in sorted(os.listdir(folder))[1:]:
             os.remove(os.path.join(folder, name))
-        crashed = f"{folder}.partial-{store._HOST}-{dead_pid()}-{uuid.uuid4().hex[:8]}"
+        crashed = f"{folder}.partial-{store_limits._HOST}-{dead_pid()}-{uuid.uuid4().hex[:8]}"
         os.rename(folder, crashed)
         os.makedirs(folder)  # and an empty keyed folder
     elif damage == "a file in the way":
@@ -308,8 +308,8 @@ _CHILD = textwrap.dedent("""
     from tests._pack import load_pack
     load_pack()
     import numpy as np
-    from spinbot.nodes.video import store
-    store.LEASE_S = 3.0  # leases renew every second (the heartbeat's floor)
+    from spinbot.nodes.video import store, store_limits
+    store_limits.LEASE_S = 3.0  # leases renew every second (the heartbeat's floor)
     tag, count = sys.argv[1], int(sys.argv[2])
     held = []
     for i in range(count):
@@ -336,29 +336,29 @@ def test_two_processes_sharing_the_store_never_break_each_others_videos(cap, mon
     assert {"p23", "p24", "q23", "q24"} <= set(names) and len(names) < 50
     for name in names:
         assert first_pixels(store.load_video(name)) == [int(name[-2:])] * 8
-    monkeypatch.setattr(store, "LEASE_S", 0.0)  # both processes have ended: their leases too
-    assert store.trim_store().after == store_bytes() <= limit
+    monkeypatch.setattr(store_limits, "LEASE_S", 0.0)  # both processes have ended: their leases too
+    assert store_limits.trim_store().after == store_bytes() <= limit
 
 
 def test_cap_setting_and_default_tied_to_free_disk(monkeypatch, caplog):
     caplog.set_level("WARNING", "spinbot.video")
-    monkeypatch.setenv(store.CACHE_ENV, "2.5")
-    assert store.store_cap(0) == 2_500_000_000
-    monkeypatch.setenv(store.CACHE_ENV, "0")
-    assert store.store_cap(123) == 0
+    monkeypatch.setenv(store_limits.CACHE_ENV, "2.5")
+    assert store_limits.store_cap(0) == 2_500_000_000
+    monkeypatch.setenv(store_limits.CACHE_ENV, "0")
+    assert store_limits.store_cap(123) == 0
     Usage = type("Usage", (), {})
     usage = Usage()
-    monkeypatch.setattr(store.shutil, "disk_usage", lambda path: usage)
-    monkeypatch.delenv(store.CACHE_ENV)
+    monkeypatch.setattr(store_limits.shutil, "disk_usage", lambda path: usage)
+    monkeypatch.delenv(store_limits.CACHE_ENV)
     usage.free = 10 * 10**9
-    assert store.store_cap(4 * 10**9) == 7 * 10**9  # half of free disk plus the store
+    assert store_limits.store_cap(4 * 10**9) == 7 * 10**9  # half of free disk plus the store
     usage.free = 10**12
-    assert store.store_cap(0) == store.DEFAULT_CAP_BYTES == 32 * 10**9
-    monkeypatch.setattr(store, "_warned_cap", False)
+    assert store_limits.store_cap(0) == store_limits.DEFAULT_CAP_BYTES == 32 * 10**9
+    monkeypatch.setattr(store_limits, "_warned_cap", False)
     for bad in ("lots", "-1", "nan"):
-        monkeypatch.setenv(store.CACHE_ENV, bad)
-        assert store.store_cap(0) == store.DEFAULT_CAP_BYTES
-    assert caplog.text.count(store.CACHE_ENV) == 1  # said once, not on every trim
+        monkeypatch.setenv(store_limits.CACHE_ENV, bad)
+        assert store_limits.store_cap(0) == store_limits.DEFAULT_CAP_BYTES
+    assert caplog.text.count(store_limits.CACHE_ENV) == 1  # said once, not on every trim
 
 
 def test_standalone_system_temp_folder_follows_the_same_rules(monkeypatch, tmp_path, cap):
@@ -366,7 +366,7 @@ def test_standalone_system_temp_folder_follows_the_same_rules(monkeypatch, tmp_p
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "systmp"))
     (tmp_path / "systmp").mkdir()
     assert store.video_root() == str(tmp_path / "systmp" / "spinbot" / "spinbot_video")
-    crashed = _leftover(f"k.partial-{store._HOST}-{dead_pid()}-{uuid.uuid4().hex[:8]}")
+    crashed = _leftover(f"k.partial-{store_limits._HOST}-{dead_pid()}-{uuid.uuid4().hex[:8]}")
     limit = cap(2 * PER_VIDEO + 1000)
     for i in range(6):
         put(f"v{i}", offset=i)
@@ -380,10 +380,10 @@ def test_a_trim_pass_over_200_folders_is_cheap(cap):
         store.write_video(f"f{i:03d}", 25, iter([numbered(2, i % 200, h=8, w=8)]))
     gc.collect()
     per = store_bytes() // 200
-    cold = store.trim_store()  # first pass: every folder's size is read
-    steady = store.trim_store()  # sizes known: the cost paid after later writes
+    cold = store_limits.trim_store()  # first pass: every folder's size is read
+    steady = store_limits.trim_store()  # sizes known: the cost paid after later writes
     assert steady.removed == cold.removed == () and steady.after == store_bytes() == steady.before
-    evicting = store.trim_store(cap=50 * per)
+    evicting = store_limits.trim_store(cap=50 * per)
     assert len(evicting.removed) == 150 and evicting.after == store_bytes() <= 50 * per
     assert entries() == [f"f{i:03d}" for i in range(150, 200)]
     print(f"\ntrim over 200 folders: {cold.seconds * 1e3:.1f} ms cold, "
