@@ -339,80 +339,33 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-# --------------------------------------------------------------------------- model cache
+# --------------------------------------------------------------------------- model cache hooks
 #
-# Every model the pack keeps between runs lives in this one registry, keyed by what it was loaded
-# from (file stamps, dtype, device, options: never the free memory of the moment). Node outputs
-# hold keys and loaders (`ModelRef`), not weights, so dropping an entry really frees its memory.
-# Inside ComfyUI each entry is also a ModelPatcher in `comfy.model_management`'s list of loaded
-# models: "Unload models", POST /free and other nodes' loads evict it like any core model, and
-# the pack reloads it from disk when it is used next. Standalone, `unload_all()` empties it.
+# The model cache itself (`model_cache`) is ComfyUI-free; these are the few things it needs from
+# ComfyUI, each a no-op standalone. Inside ComfyUI every cache entry is also a ModelPatcher in
+# `comfy.model_management`'s list of loaded models: "Unload models", POST /free and other nodes'
+# loads evict it like any core model (the patcher calls back into `model_cache.comfy_evicted`),
+# and the pack reloads it from disk when it is used next. `model_cache` is imported lazily here:
+# it imports this module.
 
-class CachedModel:
-    """One resident model: the loaded object plus what the memory manager needs to know."""
-
-    def __init__(self, kind: str, key: tuple, name: str, value, modules: tuple, size: int | None,
-                 unload, parent: tuple | None = None):
-        self.kind, self.key, self.name, self.value = kind, key, name, value
-        self.parent = parent
-        self.modules = tuple(modules)
-        self.fixed_size = size
-        self.unload = unload
-        self.load_device = torch_device()
-        self.owner = None
-        self.patcher = None
-
-    def tensors(self):
-        """Its parameters and buffers, each once; a copy's tensors shared with its parent (a
-        LoRA copy's unpatched layers) are the parent's, not counted here."""
-        parent = _models.get(self.parent) if self.parent is not None else None
-        seen: set[int] = {id(t) for t in parent.tensors()} if parent is not None else set()
-        for module in self.modules:
-            for tensor in list(module.parameters()) + list(module.buffers()):
-                if id(tensor) not in seen and tensor.device.type != "meta":
-                    seen.add(id(tensor))
-                    yield tensor
-
-    def size(self) -> int:
-        """Bytes of the weights (parameters and buffers, shared tensors once), or the size given
-        at registration for models that are not torch modules (ONNX sessions)."""
-        if self.fixed_size is not None:
-            return int(self.fixed_size)
-        return sum(t.numel() * t.element_size() for t in self.tensors())
-
-    def loaded_bytes(self) -> int:
-        """Bytes now on the compute device (all of it when that is the CPU)."""
-        if self.fixed_size is not None or self.load_device.type == "cpu":
-            return self.size()
-        return sum(t.numel() * t.element_size() for t in self.tensors()
-                   if t.device.type == self.load_device.type)
-
-    def devices(self) -> str:
-        if self.fixed_size is not None:
-            return str(self.load_device)
-        found = sorted({str(t.device) for t in self.tensors()})
-        return "+".join(found) or "none"
-
-    def describe(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "device": self.devices(),
-                "bytes": self.size()}
+# The public model cache names, still reachable as ``runtime.<name>`` (PEP 562 module getattr).
+_MODEL_CACHE_NAMES = frozenset({
+    "CachedModel", "ModelRef", "cached_model", "put_model", "peek_model", "evict_models",
+    "unload_all", "resident_models", "model_cache_stats", "resolve",
+})
 
 
-_models: "dict[tuple, CachedModel]" = {}
-_models_lock = threading.RLock()
-# Counts since start-up, for GET /spinbot/models and the log: how often models were loaded, and
-# unloaded by ComfyUI's memory manager or by the pack itself (limits, replaced files, clear).
-_stats = {"loaded": 0, "unloaded_by_comfyui": 0, "unloaded_by_pack": 0}
+def __getattr__(name: str):
+    if name in _MODEL_CACHE_NAMES:
+        from . import model_cache
+
+        return getattr(model_cache, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _log():
-    import logging
-
-    return logging.getLogger("spinbot")
-
-
-def _owner():
-    """Which node is running (inside ComfyUI), so `make_room` spares the models it uses."""
+def current_owner():
+    """Which node is running inside ComfyUI, ``(prompt_id, node_id)``, so `make_room` spares the
+    models it uses; None standalone or with no server."""
     if not IN_COMFYUI:
         return None
     try:
@@ -425,203 +378,46 @@ def _owner():
         return None
 
 
-def cached_model(kind: str, key: tuple, load, *, name: str, modules=None, size: int | None = None,
-                 size_of=None, unload=None, limit: int | None = None,
-                 parent: tuple | None = None):
-    """The model cached under ``key``, or ``load()``'s result, registered (see `put_model`).
 
-    ``key`` must describe the model completely from what it was loaded from: `file_stamp` of
-    every file read, dtype, device and options. Raises whatever ``load`` raises.
-    """
-    with _models_lock:
-        _retired.clear()
-        entry = _models.get(key)
-        if entry is not None:
-            _touch(entry)
-            return entry.value
-        value = load()
-        entry = _models.get(key)  # a loader may register its result itself (derived models)
-        if entry is not None and entry.value is value:
-            return value
-        return put_model(kind, key, value, name=name, modules=modules, size=size, size_of=size_of,
-                         unload=unload, limit=limit, parent=parent)
-
-
-def put_model(kind: str, key: tuple, value, *, name: str, modules=None, size: int | None = None,
-              size_of=None, unload=None, limit: int | None = None, parent: tuple | None = None):
-    """Register ``value`` (replacing what ``key`` held) and return it.
-
-    ``modules(value)`` lists the torch modules holding its weights (their parameters and buffers
-    give its size and device); models without torch weights give their size in bytes instead,
-    as ``size`` or as ``size_of(value)`` (an ONNX session: its file's size).
-    ``unload(value)``, when given, runs when the entry is evicted (before the last reference is
-    dropped). ``limit``: at most this many entries of ``kind`` stay, the least recently used go.
-    ``parent``: the key of a model this one shares weights with (a LoRA copy of a base); evicting
-    the parent evicts it too, since it would keep the parent's weights alive.
-    """
-    mods = tuple(modules(value)) if modules is not None else ()
-    if size is None and size_of is not None:
-        size = int(size_of(value))
-    if not mods and size is None:
-        size = 0
-    with _models_lock:
-        old = _models.get(key)
-        if old is not None:
-            if old.value is value:
-                _touch(old)
-                return value
-            _evict(old)
-        entry = CachedModel(kind, key, name, value, mods, size, unload, parent)
-        _models[key] = entry
-        _stats["loaded"] += 1
-        metrics.model_loaded(kind)
-        _log().info("SpinBot model cache: loaded %s %s (%.1f MiB)", kind, name, entry.size() / 2**20)
-        if limit is not None:
-            same = [e for e in _models.values() if e.kind == kind and e is not entry]
-            for stale in same[:max(0, len(same) + 1 - int(limit))]:
-                _evict(stale)
-        _touch(entry)
-    return value
-
-
-def peek_model(key: tuple):
-    """The value cached under ``key`` or None, without loading or touching anything."""
-    entry = _models.get(key)
-    return None if entry is None else entry.value
-
-
-def _touch(entry: CachedModel) -> None:
-    """Mark ``entry`` most recently used (by the running node); inside ComfyUI, list a new
-    entry among the memory manager's loaded models.
+def comfy_register(entry) -> None:
+    """List a new `model_cache.CachedModel` among ComfyUI's loaded models, through a patcher
+    (`_patcher_class`) kept on ``entry.patcher``; no-op standalone.
 
     The entry is listed directly rather than through `load_models_gpu`: the pack has placed the
     model already (stages make room before they load), and `load_models_gpu` could evict other
     models the same node holds, which would then be loaded a second time."""
-    _models.pop(entry.key, None)
-    _models[entry.key] = entry
-    owner = _owner()
-    if owner is not None:
-        entry.owner = owner
-    if IN_COMFYUI and entry.patcher is None:
-        entry.patcher = _patcher_class()(entry)
-        loaded = _mm.LoadedModel(entry.patcher)
-        loaded.model_load()
-        _mm.current_loaded_models.insert(0, loaded)
+    if not IN_COMFYUI or entry.patcher is not None:
+        return
+    entry.patcher = _patcher_class()(entry)
+    loaded = _mm.LoadedModel(entry.patcher)
+    loaded.model_load()
+    _mm.current_loaded_models.insert(0, loaded)
 
 
-_retired: list = []  # patchers ComfyUI is unloading: kept alive until its unload loop is over
-
-
-def _evict(entry: CachedModel, by_comfyui: bool = False) -> None:
-    """Drop ``entry`` from the registry, run its unload hook and let go of the value.
-
-    When ComfyUI is the one unloading (inside `free_memory`, which walks its loaded list by
-    index), its list must not change under it: nothing is removed from it here, the patcher is
-    kept alive until the next registry call (its model's finalizer would otherwise prune the
-    list mid-loop). Otherwise the entry's record is taken out of ComfyUI's list too. Either way
-    the models sharing this one's weights (``parent``) go with it, the same way: they would keep
-    the weights ComfyUI counts as freed alive. (Their records in ComfyUI's list, when ComfyUI is
-    unloading, go when their patchers are released: ComfyUI prunes records of dead models.)"""
-    with _models_lock:
-        if _models.get(entry.key) is entry:
-            del _models[entry.key]
-        if entry.patcher is not None:
-            if by_comfyui:
-                _retired.append(entry.patcher)
-            else:
-                for i in range(len(_mm.current_loaded_models) - 1, -1, -1):
-                    loaded = _mm.current_loaded_models[i]
-                    if loaded.model is entry.patcher:
-                        _mm.current_loaded_models.pop(i)
-                        if loaded.model_finalizer is not None:
-                            loaded.model_finalizer.detach()
-                            loaded.model_finalizer = None
-        if entry.value is not None:
-            _stats["unloaded_by_comfyui" if by_comfyui else "unloaded_by_pack"] += 1
-            _log().info("SpinBot model cache: unloaded %s %s (by %s)", entry.kind, entry.name,
-                        "ComfyUI" if by_comfyui else "SpinBot")
-        value, entry.value, entry.modules = entry.value, None, ()
-        children = [e for e in list(_models.values()) if e.parent == entry.key]
-    for child in children:
-        _evict(child, by_comfyui)
-    if entry.unload is not None and value is not None:
-        try:
-            entry.unload(value)
-        except Exception:  # noqa: BLE001 - an unload hook must not break the memory manager
-            _log().exception("unloading %s failed", entry.name)
-
-
-def evict_models(kind: str | None = None, key: tuple | None = None) -> int:
-    """Evict the entries of one ``kind`` (or one ``key``, or all); returns how many went."""
-    with _models_lock:
-        _retired.clear()
-        chosen = [e for e in list(_models.values())
-                  if (kind is None or e.kind == kind) and (key is None or e.key == key)]
-        for entry in chosen:
-            _evict(entry)
-    if chosen:
-        release_memory()
-    return len(chosen)
-
-
-def unload_all() -> int:
-    """Evict every cached model of the pack (what ComfyUI's "Unload models" does to them)."""
-    return evict_models()
-
-
-def resident_models() -> list[dict]:
-    """The pack's cached models, most recently used last: name, kind, device, bytes."""
-    return [entry.describe() for entry in list(_models.values())]
-
-
-def model_cache_stats() -> dict:
-    """How many models were loaded, and unloaded by ComfyUI or by the pack, since start-up."""
-    return dict(_stats)
+def comfy_unregister(entry) -> None:
+    """Take ``entry``'s record out of ComfyUI's loaded models (the pack evicted it); no-op
+    standalone or when it was never listed. Not for evictions ComfyUI itself runs: its unload
+    loop walks that list by index (`model_cache._evict`)."""
+    if not IN_COMFYUI or entry.patcher is None:
+        return
+    for i in range(len(_mm.current_loaded_models) - 1, -1, -1):
+        loaded = _mm.current_loaded_models[i]
+        if loaded.model is entry.patcher:
+            _mm.current_loaded_models.pop(i)
+            if loaded.model_finalizer is not None:
+                loaded.model_finalizer.detach()
+                loaded.model_finalizer = None
 
 
 def _models_in_use() -> list:
     """ComfyUI's LoadedModel records of the pack models the running node fetched."""
-    owner = _owner()
+    owner = current_owner()
     if owner is None:
         return []
-    patchers = [e.patcher for e in list(_models.values())
-                if e.owner == owner and e.patcher is not None]
+    from . import model_cache
+
+    patchers = model_cache.patchers_of(owner)
     return [lm for lm in _mm.current_loaded_models if any(lm.model is p for p in patchers)]
-
-
-class ModelRef:
-    """A node output's handle on a cached model: attribute access and calls go to the model in
-    the registry, which ``load`` rebuilds from disk after an eviction. Holding a ModelRef (in
-    ComfyUI's output cache, say) keeps no weights alive."""
-
-    __slots__ = ("kind", "key", "name", "_load", "_options")
-
-    def __init__(self, kind: str, key: tuple, load, name: str, **options):
-        object.__setattr__(self, "kind", kind)
-        object.__setattr__(self, "key", key)
-        object.__setattr__(self, "name", name)
-        object.__setattr__(self, "_load", load)
-        object.__setattr__(self, "_options", options)
-
-    def resolve(self):
-        return cached_model(self.kind, self.key, self._load, name=self.name, **self._options)
-
-    def __getattr__(self, attr):
-        return getattr(self.resolve(), attr)
-
-    def __setattr__(self, attr, value):
-        setattr(self.resolve(), attr, value)
-
-    def __call__(self, *args, **kwargs):
-        return self.resolve()(*args, **kwargs)
-
-    def __repr__(self) -> str:
-        return f"ModelRef({self.kind}, {self.name})"
-
-
-def resolve(obj):
-    """The model behind a `ModelRef` (anything else is returned as it is)."""
-    return obj.resolve() if isinstance(obj, ModelRef) else obj
 
 
 _patcher_cls = None
@@ -639,6 +435,8 @@ def _patcher_class():
         return _patcher_cls
     import comfy.model_patcher as _mp  # type: ignore[import-not-found]
 
+    from . import model_cache
+
     class SpinBotModel:
         """What ComfyUI sees as the patched model; it holds no weights."""
 
@@ -649,13 +447,13 @@ def _patcher_class():
             return f"SpinBotModel({self.kind}: {self.name})"
 
     class SpinBotPatcher(_mp.ModelPatcher):
-        def __init__(self, entry: CachedModel):
+        def __init__(self, entry):
             self.spinbot_key = entry.key
             super().__init__(SpinBotModel(entry.kind, entry.name), load_device=entry.load_device,
                              offload_device=offload_device(), size=max(entry.size(), 1))
 
-        def _entry(self) -> CachedModel | None:
-            return _models.get(self.spinbot_key)
+        def _entry(self):
+            return model_cache.get_entry(self.spinbot_key)
 
         def model_size(self):
             entry = self._entry()
@@ -676,9 +474,7 @@ def _patcher_class():
 
         def detach(self, unpatch_all=True):
             if unpatch_all:
-                entry = self._entry()
-                if entry is not None and entry.patcher is self:
-                    _evict(entry, by_comfyui=True)
+                model_cache.comfy_evicted(self)
             return self.model
 
     _patcher_cls = SpinBotPatcher
@@ -767,7 +563,10 @@ def _register_routes() -> None:
 
     @routes.get("/spinbot/models")
     async def spinbot_models(_request):
-        return web.json_response({"models": resident_models(), "stats": model_cache_stats()})
+        from . import model_cache
+
+        return web.json_response({"models": model_cache.resident_models(),
+                                  "stats": model_cache.model_cache_stats()})
 
     @routes.get("/spinbot/metrics")
     async def spinbot_metrics(_request):

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import spinbot
-from spinbot.nodes import metrics, runtime
+from spinbot.nodes import metrics, model_cache, runtime
 from tests._pack import ROOT
 from tests.mp4probe import probe
 
@@ -201,14 +201,14 @@ def test_report_outputs_and_ui_text_get_the_stage_line():
 def test_model_loads_are_counted_by_kind():
     before = scrape()
     key = ("metrics-test", id(object()))
-    runtime.put_model("metrics_test_kind", key, torch.nn.Linear(2, 2), name="tiny",
-                      modules=lambda m: [m])
+    model_cache.put_model("metrics_test_kind", key, torch.nn.Linear(2, 2), name="tiny",
+                          modules=lambda m: [m])
     try:
         after = scrape()
         assert value(after, "spinbot_model_loads_total", kind="metrics_test_kind") == \
             value(before, "spinbot_model_loads_total", kind="metrics_test_kind") + 1
     finally:
-        runtime.evict_models(key=key)
+        model_cache.evict_models(key=key)
 
 
 def test_queue_time_stamp_keeps_the_prompt_s_extra_data():

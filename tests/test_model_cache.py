@@ -1,8 +1,8 @@
-"""The pack's model cache (nodes/runtime.py): every stage's models go through one registry that
+"""The pack's model cache (nodes/model_cache.py): every stage's models go through one registry that
 ComfyUI can empty, keys describe the files (never the free memory), IS_CHANGED follows every
 file a node reads.
 
-Standalone: `runtime.unload_all()` plays ComfyUI's "Unload models". The same registry inside a
+Standalone: `model_cache.unload_all()` plays ComfyUI's "Unload models". The same registry inside a
 real ComfyUI is tested in tests/test_comfyui_memory.py.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from spinbot.nodes import runtime
+from spinbot.nodes import model_cache, runtime
 from tests import factory
 
 
@@ -44,9 +44,9 @@ def models_root(tmp_path_factory):
 def use_models(models_root, monkeypatch, spinbot_dirs):
     monkeypatch.setenv("SPINBOT_MODELS_DIR", str(models_root))
     monkeypatch.setenv("SPINBOT_DEVICE", "cpu")
-    runtime.unload_all()
+    model_cache.unload_all()
     yield
-    runtime.unload_all()
+    model_cache.unload_all()
 
 
 def _bump(path, seconds: int = 5) -> None:
@@ -56,7 +56,7 @@ def _bump(path, seconds: int = 5) -> None:
 
 
 def _kinds() -> list[str]:
-    return sorted(m["kind"] for m in runtime.resident_models())
+    return sorted(m["kind"] for m in model_cache.resident_models())
 
 
 SD15 = "v1-5-pruned-emaonly.safetensors"
@@ -135,7 +135,7 @@ def test_every_stage_registers_and_unload_all_frees_its_memory(models_root):
         del detector
     except ImportError:
         pass
-    resident = {m["kind"]: m for m in runtime.resident_models()}
+    resident = {m["kind"]: m for m in model_cache.resident_models()}
     assert sorted(resident) == sorted(expected)
     assert all(m["bytes"] > 0 and m["device"] == "cpu" for m in resident.values()), resident
     # sizes are the weights: parameters and buffers, shared tensors counted once
@@ -147,7 +147,7 @@ def test_every_stage_registers_and_unload_all_frees_its_memory(models_root):
     base_params = {id(p) for p in image.pipe.unet.parameters()}
     own = {id(p): p for m in (lora.pipe.unet, lora.pipe.text_encoder, lora.pipe.vae)
            for p in [*m.parameters(), *m.buffers()] if id(p) not in base_params}
-    base_all = {id(t) for m in runtime.resolve(image.pipe).components.values()
+    base_all = {id(t) for m in model_cache.resolve(image.pipe).components.values()
                 if isinstance(m, torch.nn.Module) for t in [*m.parameters(), *m.buffers()]}
     own_bytes = sum(t.numel() * t.element_size() for i, t in own.items() if i not in base_all)
     assert 0 < resident["image_lora"]["bytes"] == own_bytes < resident["image"]["bytes"]
@@ -162,8 +162,8 @@ def test_every_stage_registers_and_unload_all_frees_its_memory(models_root):
     lora_weight = patched[changed].detach().clone()
     refs = {kind: weakref.ref(obj) for kind, obj in held.items()}
     del held, f5, vocos, wav2lip, upscaler, patched
-    assert runtime.unload_all() == len(expected)
-    assert runtime.resident_models() == []
+    assert model_cache.unload_all() == len(expected)
+    assert model_cache.resident_models() == []
     gc.collect()
     alive = [kind for kind, ref in refs.items() if ref() is not None]
     assert alive == [], f"still referenced after unload_all: {alive}"
@@ -179,7 +179,7 @@ def test_evicting_a_base_takes_its_lora_copies_along():
     lora = _with_lora(image)
     assert _kinds() == ["image", "image_lora"]
     unet = weakref.ref(lora.pipe.unet)
-    assert runtime.evict_models("image") == 1
+    assert model_cache.evict_models("image") == 1
     gc.collect()
     assert _kinds() == [] and unet() is None  # the copy would have kept the base's weights
 
@@ -195,7 +195,7 @@ def test_kind_limits_keep_the_most_recently_used(models_root, tmp_path):
         load_upscaler("copy1.pth")
         load_upscaler("realesr-general-x4v3.pth")  # used again: now the most recent
         load_upscaler("copy2.pth")
-        names = [m["name"] for m in runtime.resident_models()]
+        names = [m["name"] for m in model_cache.resident_models()]
         assert names == ["realesr-general-x4v3.pth", "copy2.pth"]
     finally:
         for i in (1, 2):
@@ -234,14 +234,14 @@ def test_cache_keys_do_not_depend_on_the_free_memory(models_root, fake_gpu, monk
     fake_gpu["free"] = 6 << 30  # another program took VRAM: the auto policy would now offload
     assert motion.memory_policy(torch.device("cuda"), "auto").offload
     again = motion.load_motion_model(svd_path)
-    assert runtime.resolve(again.pipe) is runtime.resolve(first.pipe)
+    assert model_cache.resolve(again.pipe) is model_cache.resolve(first.pipe)
     assert again.extra["stamp"] == first.extra["stamp"]
 
     sd_path = str(models_root / "checkpoints" / SD15)
     a = image.load_image_model(sd_path, offload="auto")
     fake_gpu["free"] = 70 << 30
     b = image.load_image_model(sd_path, offload="auto")
-    assert runtime.resolve(b.pipe) is runtime.resolve(a.pipe)
+    assert model_cache.resolve(b.pipe) is model_cache.resolve(a.pipe)
     assert loads.count(motion.__name__) == 1 and loads.count(image.__name__) == 1
     key = image.cache_key(sd_path, None, torch.float16, torch.device("cuda"), "auto")
     assert str(6 << 30) not in repr(key) and str(70 << 30) not in repr(key)
@@ -317,7 +317,7 @@ def test_diffusers_folder_weights_change_is_changed_and_the_cache(models_root):
 
     folder = models_root / "diffusers" / "tiny-sd15"
     if not folder.exists():
-        runtime.resolve(_image_model().pipe).save_pretrained(str(folder), safe_serialization=True)
+        model_cache.resolve(_image_model().pipe).save_pretrained(str(folder), safe_serialization=True)
     name = "diffusers/tiny-sd15"
     stamp = nodes_image.SpinBotImageModel.IS_CHANGED(checkpoint=name, vae="none")
     assert nodes_image.SpinBotImageModel.IS_CHANGED(checkpoint=name, vae="none") == stamp
@@ -327,7 +327,7 @@ def test_diffusers_folder_weights_change_is_changed_and_the_cache(models_root):
     _bump(weights)  # model_index.json untouched: only the UNet was replaced
     assert nodes_image.SpinBotImageModel.IS_CHANGED(checkpoint=name, vae="none") != stamp
     second = _image_model(name)
-    assert runtime.resolve(second.pipe) is not runtime.resolve(first.pipe)
+    assert model_cache.resolve(second.pipe) is not model_cache.resolve(first.pipe)
     # a single file's own .config folder is read too
     single = nodes_image.SpinBotImageModel.IS_CHANGED(checkpoint=SD15, vae="none")
     config = models_root / "checkpoints" / "v1-5-pruned-emaonly.config" / "unet" / "config.json"
@@ -344,3 +344,34 @@ def test_svd_is_changed_follows_its_config_folder_and_clip_vision(models_root):
     assert SpinBotSVDModel.IS_CHANGED(checkpoint="svd_xt.safetensors", clip_vision="none") != stamp
     missing = SpinBotSVDModel.IS_CHANGED(checkpoint="svd_missing.safetensors", clip_vision="none")
     assert missing.startswith("svd_missing.safetensors|missing")
+
+
+def test_runtime_keeps_the_model_cache_names_and_standalone_hooks_do_nothing():
+    """The cache moved to model_cache.py; ``runtime.<name>`` still reaches the same objects, and
+    its ComfyUI hooks leave a standalone entry unlisted (no patcher, no owner)."""
+    for name in ("CachedModel", "ModelRef", "cached_model", "put_model", "peek_model",
+                 "evict_models", "unload_all", "resident_models", "model_cache_stats", "resolve"):
+        assert getattr(runtime, name) is getattr(model_cache, name)
+    with pytest.raises(AttributeError, match="no_such_name"):
+        runtime.no_such_name  # noqa: B018
+    key = ("seam-test", id(object()))
+    layer = torch.nn.Linear(3, 2)
+    assert model_cache.put_model("seam_test", key, layer, name="tiny", modules=lambda m: [m]) is layer
+    entry = model_cache.get_entry(key)
+    assert entry.patcher is None and entry.owner is None and runtime.current_owner() is None
+    runtime.comfy_register(entry)
+    runtime.comfy_unregister(entry)
+    assert entry.patcher is None and model_cache.peek_model(key) is layer
+    assert entry.size() == (3 * 2 + 2) * 4
+    assert model_cache.evict_models(key=key) == 1 and model_cache.peek_model(key) is None
+
+
+def test_model_cache_imports_no_comfyui():
+    """Only runtime.py may import ComfyUI internals (folder_paths, comfy.*, server)."""
+    import ast
+
+    tree = ast.parse(open(model_cache.__file__, encoding="utf-8").read())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not {m for m in imported
+                if m.split(".")[0] in ("comfy", "server", "folder_paths", "comfy_execution")}

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .. import runtime
+from .. import model_cache, runtime
 
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 ARCH_LABELS = {"sd15": "SD 1.5", "sdxl_base": "SDXL base", "sdxl_refiner": "SDXL refiner"}
@@ -38,7 +38,7 @@ class ImageModelError(ValueError):
 class ImageModel:
     """SPINBOT_IMAGE_MODEL: a diffusers pipeline plus what the stage node needs to know.
 
-    ``pipe`` is a `runtime.ModelRef` into the model cache (it reloads the pipeline after ComfyUI
+    ``pipe`` is a `model_cache.ModelRef` into the model cache (it reloads the pipeline after ComfyUI
     unloaded it), so a node output holds no weights; anything with the pipeline's interface works
     too (tests wrap it)."""
     pipe: Any
@@ -56,14 +56,14 @@ class ImageModel:
         With ``rebuild`` (a function that makes the pipeline again, e.g. re-applies the LoRAs)
         the copy goes into the model cache as a child of this model's pipeline, so ComfyUI can
         unload it and it comes back when used; without it the pipeline is held as it is."""
-        if rebuild is None or not isinstance(self.pipe, runtime.ModelRef):
+        if rebuild is None or not isinstance(self.pipe, model_cache.ModelRef):
             return replace(self, pipe=pipe, **changes)
         key = self.pipe.key + (("derived", repr(changes.get("loras", self.loras))),)
         name = f"{self.name} + " + ", ".join(n for n, _s in changes.get("loras", self.loras))
         options = dict(name=name, modules=pipeline_modules, limit=_DERIVED_CACHE_SIZE,
                        parent=self.pipe.key)
-        runtime.put_model("image_lora", key, runtime.resolve(pipe), **options)
-        ref = runtime.ModelRef("image_lora", key, lambda: runtime.resolve(rebuild()), **options)
+        model_cache.put_model("image_lora", key, model_cache.resolve(pipe), **options)
+        ref = model_cache.ModelRef("image_lora", key, lambda: model_cache.resolve(rebuild()), **options)
         return replace(self, pipe=ref, **changes)
 
 
@@ -237,7 +237,7 @@ def load_diffusers_folder(folder: str, dtype: torch.dtype, vae_path: str | None 
 
 def rebuild_pipeline(pipe: Any, components: dict[str, Any]) -> Any:
     """A new pipeline of the same class over ``components``, with the same init options."""
-    pipe = runtime.resolve(pipe)
+    pipe = model_cache.resolve(pipe)
     accepted = inspect.signature(type(pipe).__init__).parameters
     options = {k: v for k, v in pipe.config.items()
                if k in accepted and k not in components and not k.startswith("_")}
@@ -294,7 +294,7 @@ def offload_all(*models: "ImageModel | None") -> None:
 
 def pipeline_modules(pipe: Any) -> list[torch.nn.Module]:
     """The torch modules of a pipeline (what its memory is made of)."""
-    return [m for m in runtime.resolve(pipe).components.values() if isinstance(m, torch.nn.Module)]
+    return [m for m in model_cache.resolve(pipe).components.values() if isinstance(m, torch.nn.Module)]
 
 
 def source_files(path: str, vae_path: str | None = None) -> list[str]:
@@ -346,7 +346,7 @@ def load_image_model(path: str, vae_path: str | None = None, precision: str = "a
         raise ImageModelError(f"unknown offload '{offload}'; choose auto, none or model_cpu_offload.")
     name = os.path.basename(path.rstrip("/\\"))
     key = cache_key(path, vae_path, dtype, device, offload)
-    ref = runtime.ModelRef("image", key,
+    ref = model_cache.ModelRef("image", key,
                            lambda: _build_pipeline(path, vae_path, dtype, device, offload),
                            name=name, modules=pipeline_modules, limit=_CACHE_SIZE)
     pipe = ref.resolve()
@@ -365,5 +365,5 @@ _handles: "weakref.WeakValueDictionary[tuple, ImageModel]" = weakref.WeakValueDi
 
 def clear_cache() -> None:
     """Evict every cached image pipeline (bases and LoRA copies)."""
-    runtime.evict_models("image_lora")
-    runtime.evict_models("image")
+    model_cache.evict_models("image_lora")
+    model_cache.evict_models("image")

@@ -27,7 +27,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .. import runtime
+from .. import model_cache, runtime
 from ..media import MediaError, check_audio, check_image, images_to_uint8
 from ..video.store import SpinBotVideo, VideoWriter, content_key, load_video
 from . import audio as lipsync_audio
@@ -235,11 +235,11 @@ def get_wav2lip(path: str, device: torch.device, dtype: torch.dtype) -> torch.nn
     from .wav2lip import load_wav2lip
 
     def load() -> torch.nn.Module:
-        runtime.evict_models("lipsync")  # one at a time: the old one goes before the new one loads
+        model_cache.evict_models("lipsync")  # one at a time: the old one goes before the new one loads
         return load_wav2lip(path, device=device, dtype=dtype)
 
     key = ("lipsync", runtime.file_stamp(path), str(device), str(dtype))
-    return runtime.cached_model("lipsync", key, load, name=os.path.basename(path),
+    return model_cache.cached_model("lipsync", key, load, name=os.path.basename(path),
                                 modules=lambda m: [m], limit=1)
 
 

@@ -15,7 +15,7 @@ from typing import Iterable, Protocol
 
 import numpy as np
 
-from .. import runtime
+from .. import model_cache, runtime
 from ..manifest import MissingModelError, entries_for
 from ..media import MediaError
 
@@ -129,7 +129,7 @@ def load_detector(pack: str, device: str = "cpu", det_size: int = 640) -> Insigh
     it; its key is the pack folder's stamp, the device and the detection size)."""
     pack_dir = find_pack(pack)
     key = ("face_detector", runtime.file_stamp(pack_dir), str(device), int(det_size))
-    return runtime.cached_model(
+    return model_cache.cached_model(
         "face_detector", key,
         lambda: InsightFaceDetector(pack_dir, device=device, det_size=det_size),
         name=os.path.basename(pack_dir), size_of=lambda d: _detector_bytes(d, pack_dir), limit=1)

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .. import runtime
+from .. import model_cache, runtime
 from ..image.checkpoint import offline
 from . import svd_keys
 
@@ -318,7 +318,7 @@ def resolve_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
 def _build_pipeline(path: str, clip_vision: str | None, dtype: torch.dtype,
                     device: torch.device, memory: str):
     policy = memory_policy(device, memory)
-    runtime.evict_models("motion")  # one SVD at a time: the old one goes before the new one loads
+    model_cache.evict_models("motion")  # one SVD at a time: the old one goes before the new one loads
     with offline():
         if os.path.isdir(path):
             pipe, arch = load_diffusers_folder(path, dtype, clip_vision)
@@ -335,7 +335,7 @@ def _build_pipeline(path: str, clip_vision: str | None, dtype: torch.dtype,
 
 def pipeline_modules(pipe) -> list[torch.nn.Module]:
     """The torch modules of a pipeline (what its memory is made of)."""
-    return [m for m in runtime.resolve(pipe).components.values() if isinstance(m, torch.nn.Module)]
+    return [m for m in model_cache.resolve(pipe).components.values() if isinstance(m, torch.nn.Module)]
 
 
 def load_motion_model(path: str, clip_vision: str | None = None, precision: str = "auto",
@@ -349,7 +349,7 @@ def load_motion_model(path: str, clip_vision: str | None = None, precision: str 
         raise MotionModelError(f"unknown memory mode '{memory}' (auto, low_vram or full)")
     key = cache_key(path, clip_vision, dtype, device, memory)
     name = os.path.basename(path.rstrip("/\\"))
-    ref = runtime.ModelRef("motion", key,
+    ref = model_cache.ModelRef("motion", key,
                            lambda: _build_pipeline(path, clip_vision, dtype, device, memory),
                            name=name, modules=pipeline_modules, limit=1)
     pipe = ref.resolve()
@@ -359,4 +359,4 @@ def load_motion_model(path: str, clip_vision: str | None = None, precision: str 
 
 def clear_cache() -> None:
     """Evict the cached SVD pipeline."""
-    runtime.evict_models("motion")
+    model_cache.evict_models("motion")

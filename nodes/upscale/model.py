@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import runtime
+from .. import model_cache, runtime
 from ..manifest import require_model
 
 FOLDER = "upscale_models"
@@ -82,7 +82,7 @@ def load_upscaler(name: str) -> Upscaler:
     CPU when it is not there; ComfyUI can unload it); a missing file names folder and source.
     The engine moves it to the device for a run and back afterwards."""
     path = require_model(FOLDER, name)
-    return runtime.cached_model("upscale", ("upscale", runtime.file_stamp(path)),
+    return model_cache.cached_model("upscale", ("upscale", runtime.file_stamp(path)),
                                 lambda: load_upscaler_file(path, name), name=name,
                                 modules=lambda up: [up.descriptor.model], limit=_CACHE_SIZE)
 

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .. import runtime
+from .. import model_cache, runtime
 from ..script.segments import Segment, make_segments, retime
 from . import cfm
 from .mel import F5_MEL, log_mel
@@ -71,11 +71,11 @@ def get_models(f5_path: str, vocos_dir: str,
     key = ("voice", tuple(runtime.file_stamp(f) for f in model_files(f5_path, vocos_dir)),
            str(dtype))
     def load() -> tuple[cfm.F5Model, Vocos]:
-        runtime.evict_models("voice")  # one pair: the old one goes before the new one loads
+        model_cache.evict_models("voice")  # one pair: the old one goes before the new one loads
         return (cfm.load_f5(f5_path, device="cpu", dtype=dtype),
                 load_vocos(vocos_dir, device="cpu", dtype=torch.float32))
 
-    return runtime.cached_model(
+    return model_cache.cached_model(
         "voice", key, load,
         name=f"{os.path.basename(f5_path)} + {os.path.basename(vocos_dir.rstrip('/'))}",
         modules=lambda models: (models[0].dit, models[1]), limit=1)
@@ -107,7 +107,7 @@ def models_on_device(models: tuple[cfm.F5Model, Vocos], device: torch.device | N
 
 def release_models() -> None:
     """Evict the cached F5-TTS and Vocos models."""
-    runtime.evict_models("voice")
+    model_cache.evict_models("voice")
 
 
 # --------------------------------------------------------------------------- planning
