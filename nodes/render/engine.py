@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import json
 import os
 import sys
 import tempfile
@@ -39,6 +40,44 @@ def import_ray():
     except ImportError:
         raise SystemExit("error: " + RAY_MISSING) from None
     return ray
+
+
+class BatchInterrupted(Exception):
+    """Ctrl-C stopped the batch; what it had queued was taken off the servers. ``records`` are the
+    report's records so far, ``finished`` the jobs settled, ``left`` the jobs not settled."""
+
+    def __init__(self, records: list[dict], finished: int, left: int):
+        super().__init__(f"interrupted: {finished} jobs finished, {left} left")
+        self.records, self.finished, self.left = records, finished, left
+
+
+def cancel_prompts(url: str, prompt_ids: set[str], timeout: float = 10.0) -> list[str]:
+    """Take this batch's prompts off one ComfyUI server: the waiting ones are deleted from its queue
+    (``POST /queue {"delete": [...]}``) and, when the running one is ours, it is interrupted
+    (``POST /interrupt``, with its prompt_id so a newer ComfyUI stops only that one). Other
+    clients' prompts are left alone. Returns the ids it acted on; a server that does not answer
+    is skipped (it is not rendering for us then)."""
+    client = C.Client(url, timeout=timeout)
+    try:
+        queue = client.get_json("/queue")
+    except (C.ClientError, OSError, ValueError):
+        return []
+
+    def ids(key: str) -> list[str]:
+        return [item[1] for item in queue.get(key) or [] if isinstance(item, list) and len(item) > 1]
+
+    pending = [p for p in ids("queue_pending") if p in prompt_ids]
+    running = [p for p in ids("queue_running") if p in prompt_ids]
+    try:
+        if pending:
+            client._request("POST", "/queue", json.dumps({"delete": pending}).encode(),
+                            {"Content-Type": "application/json"})
+        for p in running:
+            client._request("POST", "/interrupt", json.dumps({"prompt_id": p}).encode(),
+                            {"Content-Type": "application/json"})
+    except (C.ClientError, OSError):
+        pass
+    return pending + running
 
 
 # --------------------------------------------------------------------------- scheduling (no Ray)
@@ -185,6 +224,8 @@ class ServerWorker:
                 self._progress[job_id] = {"nodes_done": 0, "node": None, "value": 0, "max": 0}
             prompt.append(client.queue(workflow))
             result["prompt_id"] = prompt[0]
+            with self._lock:  # the driver reads it from progress(): on Ctrl-C it cancels this prompt
+                self._progress[job_id]["prompt_id"] = prompt[0]
             entry = client.wait(prompt[0], lambda m: self._event(job_id, prompt, m), self.timeout, messages)
             items = C.output_files(entry)
             if not items:
@@ -354,10 +395,14 @@ def run_batch(jobs: list[dict], servers: list[str], results: str, *, per_server:
 
     started_ray = False
     if not ray.is_initialized():
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(include_dashboard=False, log_to_driver=False)
+        try:
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                ray.init(include_dashboard=False, log_to_driver=False)
+        except (ConnectionError, TimeoutError) as e:  # no cluster at the address, or it went away
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise RuntimeError(f"cannot join the Ray cluster at {address or 'a local Ray'}: {first}") from None
         started_ray = True
     # Ship this package's code with the actor instead of importing it on the workers: a cluster's
     # nodes need not have the pack installed (or on the same path).
@@ -370,6 +415,7 @@ def run_batch(jobs: list[dict], servers: list[str], results: str, *, per_server:
     sched = Scheduler(work, servers, per_server, retries)
     bars = _Bars(len(work), quiet)
     running: dict[Any, tuple[str, Task, float]] = {}  # ray ref -> (server, task, started)
+    prompts: dict[str, set[str]] = {url: set() for url in servers}  # what this batch queued where
     prepared: dict[str, tuple[dict, dict] | Exception] = {}
 
     def fail(task: Task, server: str | None, error: str, seconds: float | None = None) -> None:
@@ -405,13 +451,14 @@ def run_batch(jobs: list[dict], servers: list[str], results: str, *, per_server:
             if not running:
                 continue
             done, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
-            if not quiet:
-                for server in {s for s, _, _ in running.values()}:
-                    try:
-                        for jid, p in ray.get(actors[server].progress.remote(), timeout=5).items():
-                            bars.update(jid, p)
-                    except Exception:  # noqa: BLE001 - progress is best effort; run() reports the failure
-                        pass
+            for server in {s for s, _, _ in running.values()}:
+                try:
+                    for jid, p in ray.get(actors[server].progress.remote(), timeout=5).items():
+                        if p.get("prompt_id"):
+                            prompts[server].add(p["prompt_id"])
+                        bars.update(jid, p)
+                except Exception:  # noqa: BLE001 - progress is best effort; run() reports the failure
+                    pass
             for ref in done:
                 server, task, t0 = running.pop(ref)
                 jid = task.job["id"]
@@ -420,6 +467,8 @@ def run_batch(jobs: list[dict], servers: list[str], results: str, *, per_server:
                 except ray.exceptions.RayActorError as e:  # the actor (or its node) died
                     result = {"status": SERVER_GONE, "error": f"actor for {server} died: {e}",
                               "seconds": round(time.time() - t0, 3), "files": []}
+                if result.get("prompt_id"):
+                    prompts[server].discard(result["prompt_id"])
                 output = None
                 if result["status"] == OK:
                     try:
@@ -446,6 +495,24 @@ def run_batch(jobs: list[dict], servers: list[str], results: str, *, per_server:
                 else:
                     record({"id": jid, "status": "ok", "server": server, "seconds": result["seconds"],
                             "output": output, "attempts": task.attempts})
+    except KeyboardInterrupt:
+        # Ctrl-C: the prompts this batch queued would go on rendering (and render again on the
+        # re-run), so they come off the servers; prompt ids the driver has not seen yet are asked
+        # of the actors once more.
+        bars.close()
+        for server, actor in actors.items():
+            try:
+                for p in ray.get(actor.progress.remote(), timeout=3).values():
+                    if p.get("prompt_id"):
+                        prompts[server].add(p["prompt_id"])
+            except Exception:  # noqa: BLE001 - an actor that cannot answer has nothing to add
+                pass
+        for server, ids in prompts.items():
+            if ids:
+                cancel_prompts(server, ids)
+        report.write_csv(records)
+        settled = {r["id"] for r in records}
+        raise BatchInterrupted(records, len(settled), len([j for j in jobs if j["id"] not in settled])) from None
     finally:
         bars.close()
         for actor in actors.values():

@@ -73,6 +73,7 @@ def parse_jobs(text: str, fmt: str, folder: str = ".") -> list[dict]:
     Relative file paths are taken from ``folder``. Raises JobFileError naming the line.
     """
     jobs: list[dict] = []
+    lines: list[int] = []  # each job's line, for messages about pairs of jobs
     seen: set[str] = set()
     if fmt == "jsonl":
         for n, line in enumerate(text.splitlines(), 1):
@@ -88,6 +89,7 @@ def parse_jobs(text: str, fmt: str, folder: str = ".") -> list[dict]:
             job.setdefault("id", f"job{n}")
             job["set"] = _resolve_files(job.get("set") or {}, folder) if isinstance(job.get("set", {}), dict) else job["set"]
             jobs.append(_check(job, f"line {n}", seen))
+            lines.append(n)
     elif fmt == "csv":
         reader = csv.DictReader(io.StringIO(text))
         if not reader.fieldnames or "workflow" not in reader.fieldnames:
@@ -109,9 +111,34 @@ def parse_jobs(text: str, fmt: str, folder: str = ".") -> list[dict]:
             job.setdefault("id", f"job{n}")
             job["set"] = _resolve_files(job["set"], folder)
             jobs.append(_check(job, f"line {n}", seen))
+            lines.append(n)
     else:
         raise JobFileError(f"unknown batch format {fmt!r} (jsonl or csv)")
+    _check_derived_names(jobs, lines)
     return jobs
+
+
+_DERIVED = re.compile(r"^(.+?)((?:\.[0-9]+)+)$")
+
+
+def _check_derived_names(jobs: list[dict], lines: list[int]) -> None:
+    """Refuse an id that another job's derived names use: a split job X runs sub-jobs ``X.<k>``
+    (written to ``X.<k>.mp4``) and a job's extra outputs are ``X.<k><ext>``, so a job ``X.<k>``
+    (or ``X.<k>.<j>``, a sub-job's extra) beside a job ``X`` would share files and report rows.
+    Raises JobFileError naming the later line."""
+    where = {job["id"]: n for job, n in zip(jobs, lines)}
+    for job, n in zip(jobs, lines):
+        m = _DERIVED.match(job["id"])
+        if not m:
+            continue
+        stem, parts = m.group(1), m.group(2).split(".")[1:]
+        for cut in range(len(parts)):
+            base = stem + "".join("." + p for p in parts[:cut])
+            if base in where:
+                raise JobFileError(
+                    f"line {max(n, where[base])}: id {job['id']!r} clashes with job {base!r} (line "
+                    f"{where[base]}), whose segments and extra outputs are named {base}.<k>; "
+                    "rename one of them")
 
 
 def read_jobs(path: str) -> list[dict]:
@@ -120,6 +147,22 @@ def read_jobs(path: str) -> list[dict]:
     with open(path, encoding="utf-8-sig") as f:
         text = f.read()
     return parse_jobs(text, fmt, os.path.dirname(os.path.abspath(path)))
+
+
+# What LoadImage/LoadAudio/LoadVideo read; a value with one of these endings (or a folder in it)
+# that is not a local file is a mistyped path, which ComfyUI would answer with a bare HTTP 400.
+MEDIA_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".wav",
+                    ".mp3", ".flac", ".ogg", ".m4a", ".aac", ".opus", ".mp4", ".mov", ".webm",
+                    ".mkv", ".avi")
+
+
+def looks_like_missing_file(value: Any) -> bool:
+    """True when ``value`` (a LoadImage/LoadAudio/LoadVideo input) looks like a local path, i.e.
+    has a directory separator or a media extension (`MEDIA_EXTENSIONS`), and no such file exists."""
+    if not isinstance(value, str) or not value.strip():
+        return False
+    looks = ("/" in value or os.sep in value) or value.lower().endswith(MEDIA_EXTENSIONS)
+    return looks and not os.path.isfile(value)
 
 
 def assignments(job: dict) -> list[str]:
