@@ -109,6 +109,8 @@ def test_bad_server_addresses_are_refused_like_one_does(tmp_path, server, messag
     (["--retries", "-1"], "argument --retries: -1 is too small"),
     (["--start", "-1"], "argument --start: -1 is too small"),
     (["--per-server", "two"], "argument --per-server: 'two' is not a whole number"),
+    (["--timeout", "0"], "argument --timeout: 0 is not a positive number of seconds"),
+    (["--timeout", "nan"], "argument --timeout: nan is not a positive number of seconds"),
 ])
 def test_bad_counts_are_refused_by_the_argument_parser(tmp_path, args, message):
     batch = _jobs_file(tmp_path, GOOD)

@@ -9,7 +9,8 @@ Run from the pack's folder. Standard library only, except Ray for ``batch`` (``p
 nodes/render/requirements.txt``). ``one`` is the client (nodes/client.py) with locally started
 servers; ``batch`` writes ``<batch file>.results/``: ``<job id>.mp4`` per job and ``report.jsonl``
 (appended as jobs finish) plus ``report.csv``. Running a batch again skips jobs whose MP4 is there
-and decodes. Exit status: 0 all jobs done, 1 some failed, 2 bad arguments or batch file.
+and decodes. Exit status: 0 all jobs done, 1 some failed, 2 bad arguments or batch file, 130
+interrupted (Ctrl-C; the prompts the batch queued are taken off the servers).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def _server_args(p: argparse.ArgumentParser) -> None:
                    help="start N local ComfyUI servers from $COMFYUI_PATH (0: one per GPU), each with a "
                         "scratch base folder; one per GPU when there are GPUs, else CPU servers")
     p.add_argument("--models-dir", help="models folder for started servers (default $COMFYUI_PATH/models)")
-    p.add_argument("--timeout", type=float, default=3600.0, help="seconds one job may take")
+    p.add_argument("--timeout", type=_seconds, default=3600.0, help="seconds one job may take")
 
 
 def _servers(args: argparse.Namespace) -> tuple[list[str], list[S.LocalComfyUI]]:
@@ -70,6 +71,17 @@ def _count(low: int, what: str):
             raise argparse.ArgumentTypeError(f"{value} is too small: {what}")
         return value
     return parse
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
 
 
 def check_address(address: str, timeout: float = 3.0) -> None:

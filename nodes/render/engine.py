@@ -354,7 +354,10 @@ def run_batch(jobs: list[dict], servers: list[str], results: str, *, per_server:
     Jobs whose ``<results>/<id>.mp4`` exists and decodes are "skipped" (nothing queued). With the
     segment module present, a job it expands runs as sub-jobs ``<id>.<k>`` that are stitched in
     order. Ray is started embedded (``ray.init()``) unless one is running or ``address`` is given.
-    ``on_record`` is called in the driver with each record as it is appended to the report."""
+    ``on_record`` is called in the driver with each record as it is appended to the report.
+
+    Raises RuntimeError (one line) when Ray cannot be joined at ``address``, and BatchInterrupted
+    on Ctrl-C after taking the prompts this batch queued off the servers (`cancel_prompts`)."""
     ray = import_ray()
     if not servers:
         raise ValueError("no servers: give --server URL or --start N")
