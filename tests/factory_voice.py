@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from tests._pack import load_pack
 from tests.factory import builder, seeded
 
 F5_DIR = "F5TTS_v1_Base"
@@ -155,6 +156,19 @@ def write_vocos(folder: Path, seed: int = 51) -> list[Path]:
     weights = folder / "pytorch_model.bin"
     torch.save(vocos_state_dict(seed), weights)
     return [config, weights]
+
+
+def load_tiny_models(root: Path) -> tuple:
+    """Write the tiny F5 and Vocos release folders under ``root`` and load them on the CPU with
+    the pack's own loaders: ``(F5 model, Vocos)``."""
+    load_pack()
+    from spinbot.nodes.voice import cfm
+    from spinbot.nodes.voice.vocos import load_vocos
+
+    write_f5(root / F5_DIR)
+    write_vocos(root / VOCOS_DIR)
+    return (cfm.load_f5(str(root / F5_DIR / F5_FILE), device="cpu"),
+            load_vocos(str(root / VOCOS_DIR)))
 
 
 @builder("tts")

@@ -22,7 +22,7 @@ from spinbot.nodes.script.nodes_script import DEFAULT_MODEL, SpinBotScriptOllama
 from spinbot.nodes.script.prompts import ReplyError, clean_spoken_text, parse_reply
 from spinbot.nodes.script.segments import make_segments
 from spinbot.nodes.video.encode import AAC_RATES, mux_mp4, prepare_audio
-from spinbot.nodes.voice import cfm, engine, profiles, text as vtext
+from spinbot.nodes.voice import engine, profiles, text as vtext
 from spinbot.nodes.voice.profiles import VoiceError, VoiceProfile
 from tests import factory_voice
 from tests.fake_ollama import FakeOllama
@@ -134,13 +134,7 @@ def vocab():
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tts")
-    factory_voice.write_f5(root / factory_voice.F5_DIR)
-    factory_voice.write_vocos(root / factory_voice.VOCOS_DIR)
-    f5 = cfm.load_f5(str(root / factory_voice.F5_DIR / factory_voice.F5_FILE), device="cpu")
-    from spinbot.nodes.voice.vocos import load_vocos
-
-    return f5, load_vocos(str(root / factory_voice.VOCOS_DIR))
+    return factory_voice.load_tiny_models(tmp_path_factory.mktemp("tts"))
 
 
 @pytest.fixture(scope="module")

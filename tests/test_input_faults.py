@@ -42,6 +42,7 @@ from spinbot.nodes.voice.text import is_speakable, spoken_text
 from tests import factory
 from tests.fake_ollama import FakeOllama
 from tests.media import astronaut, tone_audio
+from tests.test_voice_nodes import REF_TEXT, TTS_ARGS  # the F5 node's test settings
 
 STAGE = "ohwx person, head and shoulders, a {curly} neon sign, night street"
 NARRATIVE = "Hello {friends}! Tonight we walk through the city."
@@ -155,10 +156,6 @@ def test_spoken_text_drops_emoji_only():
         and is_speakable("你好")
 
 
-REF_TEXT = "This is my reference voice."
-TTS_ARGS = dict(model=nodes_voice.DEFAULT_F5, vocoder=nodes_voice.DEFAULT_VOCODER, nfe_steps=4,
-                cfg_strength=2.0, sway_sampling=-1.0, speed=1.0, seed=3, cross_fade=0.1,
-                silence=0.25)
 
 
 @pytest.fixture

@@ -25,12 +25,7 @@ FAST = dict(nfe_steps=4, cfg_strength=2.0, sway=-1.0)
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("tts")
-    factory_voice.write_f5(root / factory_voice.F5_DIR)
-    factory_voice.write_vocos(root / factory_voice.VOCOS_DIR)
-    f5 = cfm.load_f5(str(root / factory_voice.F5_DIR / factory_voice.F5_FILE), device="cpu")
-    from spinbot.nodes.voice.vocos import load_vocos
-
-    return f5, load_vocos(str(root / factory_voice.VOCOS_DIR)), root
+    return (*factory_voice.load_tiny_models(root), root)
 
 
 @pytest.fixture(scope="module")
