@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import inspect
 import json
+import mmap
 import os
 import re
 import time
@@ -48,13 +49,20 @@ def value(samples: dict, name: str, **labels) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-def _touch(nbytes: int) -> np.ndarray:
-    """``nbytes`` of fresh resident memory. Sizes from 32 MiB up (glibc's largest dynamic mmap
-    threshold on 64-bit) always get new pages from mmap; a smaller block may reuse heap pages an
-    earlier test freed, which are resident already, so RSS would not grow."""
-    a = np.empty(nbytes, dtype=np.uint8)
-    a.fill(1)  # pages become resident only when written
-    return a
+class _touch:
+    """``nbytes`` of fresh resident memory from an anonymous ``mmap`` of its own, unmapped on
+    ``del``. malloc could hand back heap pages an earlier test freed (resident already, so RSS
+    would not grow): in CI a 40 MiB numpy block did, after ray/torch had changed malloc's mmap
+    threshold, and the stage saw +4 KiB."""
+
+    def __init__(self, nbytes: int):
+        self._map = mmap.mmap(-1, nbytes)
+        view = np.frombuffer(self._map, dtype=np.uint8)
+        view.fill(1)  # pages become resident only when written
+        del view  # a live export would keep the map from closing
+
+    def __del__(self):
+        self._map.close()
 
 
 def test_stage_time_and_peak_ram_of_a_200_mib_allocation(mode):
