@@ -1,0 +1,1 @@
+"""Interpolation stage: RIFE frame interpolation streamed through the video store."""

@@ -1,0 +1,1 @@
+"""Overlay stage: title cards and text over frames (quotes, titles), Unicode-safe."""

@@ -1,0 +1,1 @@
+"""Scene stage: camera motion (Ken Burns) over stills and transitions between scene clips."""
