@@ -3,7 +3,9 @@
 It listens on 127.0.0.1 on a free port, records every request, and answers ``GET /api/tags``,
 ``GET /api/version`` and ``POST /api/chat`` (streamed NDJSON or one JSON object, like Ollama).
 Chat replies come from a script of canned answers: strings, ``(text, done_reason)`` pairs, or
-callables that get the request body.
+callables that get the request body. `script_reply` makes a callable that answers whichever
+script the request's ``format`` schema asks for: one stage + narrative, or ("scene per segment")
+the narrative + one scene per sentence.
 """
 from __future__ import annotations
 
@@ -11,9 +13,38 @@ import json
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Union
+from typing import Callable, Sequence, Union
 
 Reply = Union[str, tuple, Callable[[dict], str]]
+
+DEFAULT_STAGE = "head and shoulders, looking at the viewer, soft light"
+
+
+def wants_scenes(body: dict) -> bool:
+    """Whether a chat request asks for a "scene per segment" script (its ``format`` schema has
+    a "scenes" property)."""
+    schema = body.get("format")
+    return isinstance(schema, dict) and "scenes" in (schema.get("properties") or {})
+
+
+def script_reply(sentences: Sequence[str], scenes: Sequence[str] | None = None,
+                 stage: str = DEFAULT_STAGE) -> Callable[[dict], str]:
+    """A reply (for ``FakeOllama(replies=[...])``) that answers by the request's schema.
+
+    ``sentences`` are joined with spaces into the narrative, so pass whole sentences that the
+    pack's splitter keeps apart (one segment each). A "scene per segment" request gets
+    ``{"narrative", "scenes"}`` with ``scenes`` as given (default: "scene k, <sentence k>" for
+    each sentence, so the count matches); any other request gets ``{"stage", "narrative"}``.
+    """
+    narrative = " ".join(s.strip() for s in sentences)
+    chosen = list(scenes) if scenes is not None else [
+        f"scene {k + 1}, {s.strip().rstrip('.!?')}" for k, s in enumerate(sentences)]
+
+    def reply(body: dict) -> str:
+        if wants_scenes(body):
+            return json.dumps({"narrative": narrative, "scenes": chosen})
+        return json.dumps({"stage": stage, "narrative": narrative})
+    return reply
 
 
 @dataclass

@@ -6,7 +6,7 @@ from dataclasses import replace
 import torch
 
 from .. import manifest, runtime
-from ..script.segments import SEGMENTS_TYPE
+from ..script.segments import SEGMENTS_TYPE, coerce_segments
 from .checkpoint import ImageModelError, load_image_model, source_files
 from .generate import SCHEDULERS, SIZE_PRESETS, ImageSettings, generate_images, resolve_size
 from .lora import apply_loras
@@ -143,8 +143,9 @@ class SpinBotIdentityLoRA:
 class SpinBotStageImage:
     DESCRIPTION = ("Paints the stage: the scene prompt (from SpinBot Stage Script or typed) "
                    "becomes an image with the loaded SD 1.5 / SDXL model, with the identity "
-                   "LoRA's trigger word added when the prompt lacks it. For SDXL an optional "
-                   "refiner finishes the last steps (ensemble of experts).")
+                   "LoRA's trigger word added when the prompt lacks it. With segments, one image "
+                   "per segment, from the segment's own scene prompt when it has one. For SDXL "
+                   "an optional refiner finishes the last steps (ensemble of experts).")
     CATEGORY = CATEGORY
     FUNCTION = "paint"
     RETURN_TYPES = ("IMAGE",)
@@ -186,9 +187,11 @@ class SpinBotStageImage:
                                             "tooltip": "Fraction of the noise schedule the base "
                                             "model handles before the refiner takes over."}),
                 "segments": (SEGMENTS_TYPE, {"tooltip": "Story mode: one image (batch_size "
-                             "images) per narration segment, painted from the scene prompt plus "
-                             "the segment's words; segment k uses seed + k x batch_size. Connect "
-                             "the script's or the voice stage's segments."}),
+                             "images) per narration segment; segment k uses seed + k x "
+                             "batch_size. A segment with its own scene prompt (a 'scene per "
+                             "segment' script) is painted from that scene alone; the others from "
+                             "the prompt plus the segment's words. Connect the script's or the "
+                             "voice stage's segments."}),
             },
         }
 
@@ -199,18 +202,23 @@ class SpinBotStageImage:
                                  steps=int(steps), cfg=float(cfg), scheduler=scheduler,
                                  seed=int(seed), batch_size=int(batch_size),
                                  refiner_split=float(refiner_split))
+        segments = coerce_segments(segments) if segments else ()
         if not segments:
             images = generate_images(image_model, settings, refiner)
         else:
             images = torch.cat([generate_images(image_model, replace(
-                settings, prompt=segment_prompt(prompt, seg.text),
+                settings, prompt=segment_prompt(prompt, seg.text, seg.scene),
                 seed=int(seed) + k * int(batch_size)), refiner) for k, seg in enumerate(segments)])
         runtime.release_memory()
         return (images,)
 
 
-def segment_prompt(scene: str, words: str) -> str:
-    """The scene prompt followed by what the segment says, so each image shows its part."""
+def segment_prompt(scene: str, words: str, own_scene: str = "") -> str:
+    """The prompt of one segment's image: its own scene prompt when it has one (written for that
+    segment, already holding the character and trigger word), otherwise the shared scene prompt
+    followed by what the segment says, so each image shows its part."""
+    if own_scene and own_scene.strip():
+        return own_scene.strip()
     return ", ".join(p.strip() for p in (scene, words) if p and p.strip())
 
 

@@ -6,7 +6,7 @@ import math
 from .. import runtime
 from ..media import check_audio
 from .ollama_client import ScriptError, cached_model_names, default_host, normalize_host
-from .prompts import ScriptRequest
+from .prompts import ONE_SCENE, SCENE_MODES, ScriptRequest
 from .script import SCRIPT_TYPE, Script, direct_script, write_script
 from .segments import (DEFAULT_MAX_SEGMENT_SECONDS, DEFAULT_WORDS_PER_SECOND, SEGMENTS_TYPE,
                        coerce_segments, fit_to_duration, total_seconds)
@@ -21,10 +21,12 @@ MODEL_LIST_TIMEOUT = 1.0  # seconds; node definitions must come back fast even w
 _OUTPUTS = ("STRING", "STRING", SCRIPT_TYPE, "STRING")
 _OUTPUT_NAMES = ("stage", "narrative", "script", "info")
 _OUTPUT_TOOLTIPS = (
-    "The scene as an image prompt (English), with the trigger word when one is given.",
+    "The scene as an image prompt (English), with the trigger word and character when given; "
+    "with a scene per segment, the first segment's scene.",
     "The words the avatar speaks.",
-    "Stage, narrative and sentence segments with estimated timings, for the voice, animation "
-    "and subtitle stages.",
+    "Stage, narrative and sentence segments with estimated timings (and each segment's scene "
+    "prompt when there is one per segment), for the voice, image, animation and subtitle "
+    "stages.",
     "What was made: segments with estimated timings, retries, trimming.",
 )
 _LANGUAGE = ("STRING", {"default": "English", "tooltip":
@@ -38,6 +40,10 @@ _MAX_SEGMENT = ("FLOAT", {"default": DEFAULT_MAX_SEGMENT_SECONDS, "min": 2.0, "m
                                                   "at commas into several segments."})
 _TRIGGER = ("STRING", {"default": "", "tooltip": "Trigger word of your identity LoRA (e.g. "
                        "'ohwx person'); the stage prompt is made to contain it."})
+_CHARACTER = ("STRING", {"multiline": True, "default": "", "tooltip":
+              "Optional fixed description of the character, e.g. 'a woman in her 30s with short "
+              "red hair and a green coat'. The stage and every scene prompt are made to contain "
+              "these exact words, so the same person appears in every picture."})
 
 
 def _model_choices() -> tuple[list[str], str]:
@@ -56,8 +62,11 @@ def _outputs(script: Script) -> tuple:
 class SpinBotScriptOllama:
     DESCRIPTION = ("Guided mode: a local LLM served by Ollama turns a topic into a two-part "
                    "script, the stage (an image prompt for the scene) and the narrative (the "
-                   "words to speak), bounded by a target duration. The reply is constrained by a "
-                   "JSON schema, validated, and retried with the problem fed back when malformed. "
+                   "words to speak), bounded by a target duration. With scenes 'scene per "
+                   "segment' it writes one image prompt per narration segment instead, each "
+                   "holding the character description and trigger word, for SpinBot Stage Image "
+                   "to paint one picture per segment. The reply is constrained by a JSON schema, "
+                   "validated, and retried with the problem fed back when malformed. "
                    "keep_alive 0 unloads the LLM afterwards so the GPU is free for the next "
                    "stages.")
     CATEGORY = CATEGORY
@@ -116,6 +125,13 @@ class SpinBotScriptOllama:
                 "custom_model": ("STRING", {"default": "", "tooltip":
                                  "A model name to use instead of the dropdown, e.g. one on "
                                  "another host or not pulled yet (llama3.1:8b, mistral...)."}),
+                "scenes": (list(SCENE_MODES), {"default": ONE_SCENE, "tooltip":
+                           "'one scene': one stage prompt for the whole video. 'scene per "
+                           "segment': one image prompt per narration segment, carried by the "
+                           "script's segments (and the voice stage's), so SpinBot Stage Image "
+                           "paints each segment from its own scene; a wrong scene count is asked "
+                           "again, and on the last try spread evenly over the segments."}),
+                "character": _CHARACTER,
             },
         }
 
@@ -127,13 +143,16 @@ class SpinBotScriptOllama:
 
     def write(self, topic, model, host, language, tone, target_seconds, words_per_second, seed,
               temperature, keep_alive, max_retries, max_segment_seconds, trigger_word="",
-              system_prompt="", custom_model=""):
+              system_prompt="", custom_model="", scenes=ONE_SCENE, character=""):
         host = normalize_host(host) if host.strip() else default_host()
         req = ScriptRequest(topic=topic, language=language, tone=tone,
                             target_seconds=float(target_seconds),
                             words_per_second=float(words_per_second),
-                            trigger_word=trigger_word or "")
-        with runtime.Progress(req.max_words * 2 + 120, desc="Ollama script") as bar:
+                            trigger_word=trigger_word or "", scenes=scenes or ONE_SCENE,
+                            character=character or "")
+        # streamed pieces expected: ~2 per narrative word, plus the scene prompts when asked
+        extra = req.max_words * 4 if req.scenes != ONE_SCENE else 0
+        with runtime.Progress(req.max_words * 2 + 120 + extra, desc="Ollama script") as bar:
             def on_chunk(_n: int) -> None:
                 runtime.check_interrupted()
                 bar.update(1)
@@ -147,9 +166,10 @@ class SpinBotScriptOllama:
 
 
 class SpinBotDirectScript:
-    DESCRIPTION = ("Direct mode: your own narration (and optionally a scene prompt) become the "
-                   "same script outputs as the Ollama node, with no LLM. The narration is split "
-                   "into sentence segments with estimated timings; nothing is rewritten.")
+    DESCRIPTION = ("Direct mode: your own narration (and optionally a scene prompt, or one scene "
+                   "prompt per segment) become the same script outputs as the Ollama node, with "
+                   "no LLM. The narration is split into sentence segments with estimated "
+                   "timings; nothing is rewritten.")
     CATEGORY = CATEGORY
     FUNCTION = "make"
     RETURN_TYPES = _OUTPUTS
@@ -173,13 +193,20 @@ class SpinBotDirectScript:
                                  "shoulders portrait prompt (unused when you bring your own "
                                  "image)."}),
                 "trigger_word": _TRIGGER,
+                "scene_prompts": ("STRING", {"multiline": True, "default": "", "tooltip":
+                                  "Optional: one image prompt per line, line k for segment k, so "
+                                  "SpinBot Stage Image paints each segment from its own scene. "
+                                  "Fewer lines than segments: the last line also paints the rest; "
+                                  "more lines than segments is an error listing the segments."}),
+                "character": _CHARACTER,
             },
         }
 
     def make(self, narration, language, words_per_second, max_segment_seconds,
-             scene_prompt="", trigger_word=""):
+             scene_prompt="", trigger_word="", scene_prompts="", character=""):
         return _outputs(direct_script(narration, scene_prompt or "", language, words_per_second,
-                                      max_segment_seconds, trigger_word or ""))
+                                      max_segment_seconds, trigger_word or "",
+                                      scene_prompts or "", character or ""))
 
 
 class SpinBotSubtitles:

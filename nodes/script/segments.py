@@ -25,6 +25,9 @@ class Segment:
     start: float  # seconds from the start of the narration
     end: float
     estimated: bool = True  # False once the voice stage has measured it
+    # Image prompt for this segment's picture ("scene per segment" scripts); "" = the script's
+    # one stage prompt is used. Kept by `retime`, so measured segments still carry it.
+    scene: str = ""
 
     @property
     def duration(self) -> float:
@@ -35,8 +38,14 @@ class Segment:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Segment":
+        """A segment from `to_dict`'s form; dicts saved before segments had a scene still load
+        (scene ""). Raises KeyError/TypeError/ValueError on a dict that is not a segment."""
+        scene = data.get("scene") or ""
+        if not isinstance(scene, str):
+            raise TypeError(f"scene must be a string, not {type(scene).__name__}")
         return cls(index=int(data["index"]), text=str(data["text"]), start=float(data["start"]),
-                   end=float(data["end"]), estimated=bool(data.get("estimated", True)))
+                   end=float(data["end"]), estimated=bool(data.get("estimated", True)),
+                   scene=scene)
 
 
 class SegmentError(ValueError):
