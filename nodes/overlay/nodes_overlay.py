@@ -14,8 +14,8 @@ from .. import metrics, runtime
 from ..media import images_to_uint8
 from ..script.segments import SEGMENTS_TYPE, Segment, coerce_segments
 from ..video.store import SpinBotVideo, content_key, load_video, write_video
-from .text import (DEFAULT_FONT, POSITIONS, OverlayError, RenderedText, TextEvent, TextStyle,
-                   font_label, font_path, frame_range, list_fonts, missing_note, overlay_frames,
+from .text import (DEFAULT_FONT, POSITIONS, OverlayError, TextEvent, TextStyle, font_label,
+                   font_path, frame_range, list_fonts, missing_note, overlay_frames,
                    parse_color, render_text, touches)
 
 VIDEO = "SPINBOT_VIDEO"

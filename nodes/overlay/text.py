@@ -231,7 +231,9 @@ def wrap_lines(text: str, max_width: int, measure: Callable[[str], float]) -> li
     return lines
 
 
-@lru_cache(maxsize=64)
+# Events hold their patches; the cache only spares re-rendering across chunks, runs and re-runs.
+# 16 bounds it to ~60 MB even for full-frame 1080p patches.
+@lru_cache(maxsize=16)
 def render_text(text: str, width: int, height: int, style: TextStyle,
                 font_file: str) -> RenderedText:
     """Lay out and draw ``text`` for ``width`` x ``height`` frames (cached: every frame and chunk
