@@ -86,7 +86,7 @@ class SpinBotCameraMotion:
 class SpinBotTransitions:
     DESCRIPTION = ("Crossfade, fade through black or a plain cut at the segment boundaries of a "
                    "SpinBot video, keeping its frame count, fps, audio and segments (the audio "
-                   "clock never moves): a window of duration_seconds is centred on each boundary; "
+                   "clock never moves). A window of duration_seconds is centred on each boundary; "
                    "in a crossfade the outgoing clip blends into the incoming one, each side "
                    "holding its last / first frame where it has none. Works chunk by chunk in "
                    "the video store: chunks away from boundaries are referenced, not copied.")
