@@ -72,6 +72,7 @@ def test_exact_count_fps_originals_and_held_last_frame(rife, multiplier):
         for k in range(1, multiplier):
             assert not np.array_equal(got[i * multiplier + k], frames[i])
     assert report.interpolated_pairs == 4 and report.detected_cuts == []
+    assert report.interpolated_frames == 4 * (multiplier - 1)
     assert "5 in -> " + str(5 * multiplier) + " out" in report.text()
 
 

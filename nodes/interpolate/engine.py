@@ -61,6 +61,12 @@ class InterpolationReport:
     reused: bool = False
     device: str = ""
 
+    @property
+    def interpolated_frames(self) -> int:
+        """Frames made by the model (not originals, held or cut copies)."""
+        per_pair = self.frames_out // self.frames_in - 1 if self.frames_in else 0
+        return self.interpolated_pairs * per_pair
+
     def as_extra(self) -> dict:
         return {"boundary_cuts": self.boundary_cuts, "detected_cuts": self.detected_cuts,
                 "interpolated_pairs": self.interpolated_pairs}
@@ -81,8 +87,8 @@ class InterpolationReport:
         if self.reused:
             lines.append("reused the result of an earlier identical run")
         elif self.seconds > 0:
-            made = self.frames_out - self.frames_in
-            lines.append(f"{made} new frames in {self.seconds:.1f}s on {self.device} "
+            made = self.interpolated_frames
+            lines.append(f"{made} interpolated frames in {self.seconds:.1f}s on {self.device} "
                          f"({made / self.seconds:.2f} frames/s)")
         return "\n".join(lines)
 

@@ -109,8 +109,8 @@ class ResConv(nn.Module):
 
 
 class IFBlock(nn.Module):
-    """One coarse-to-fine step: ``[B,cin,H,W]`` (and the current flow) -> flow ``[B,4,H,W]``
-    and mask logit ``[B,1,H,W]``, computed at ``H/scale``."""
+    """One coarse-to-fine step: ``cin`` input channels ``[B,*,H,W]`` (and the current flow)
+    -> flow ``[B,4,H,W]`` and mask logit ``[B,1,H,W]``, computed at ``H/scale``."""
 
     def __init__(self, cin: int, channels: int, res_convs: int, head_channels: int):
         super().__init__()
@@ -120,16 +120,20 @@ class IFBlock(nn.Module):
         self.lastconv = nn.Sequential(nn.ConvTranspose2d(channels, head_channels, 4, 2, 1),
                                       nn.PixelShuffle(2))
 
-    def forward(self, x: torch.Tensor, flow: torch.Tensor | None,
+    def forward(self, parts: list[torch.Tensor], flow: torch.Tensor | None,
                 scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``parts``: the input channels as separate tensors, each resized on its own before
+        they are concatenated (bilinear resizing is per channel, so this equals resizing the
+        concatenation, without a full-resolution copy of all channels)."""
         if scale != 1:
-            x = F.interpolate(x, scale_factor=1.0 / scale, mode="bilinear", align_corners=False)
+            parts = [F.interpolate(p, scale_factor=1.0 / scale, mode="bilinear",
+                                   align_corners=False) for p in parts]
         if flow is not None:
             if scale != 1:  # flow is in pixels: it shrinks with the image
                 flow = F.interpolate(flow, scale_factor=1.0 / scale, mode="bilinear",
                                      align_corners=False) / scale
-            x = torch.cat((x, flow), 1)
-        out = self.lastconv(self.convblock(self.conv0(x)))
+            parts = [*parts, flow]
+        out = self.lastconv(self.convblock(self.conv0(torch.cat(parts, 1))))
         if scale != 1:
             out = F.interpolate(out, scale_factor=scale, mode="bilinear", align_corners=False)
         return out[:, :4] * scale, out[:, 4:5]
@@ -205,7 +209,7 @@ class IFNet(nn.Module):
         if torch.is_tensor(timestep):
             t = timestep.to(img0.dtype).reshape(-1, 1, 1, 1).expand(b, 1, h, w)
         else:
-            t = img0.new_full((b, 1, h, w), float(timestep))
+            t = img0.new_full((b, 1, 1, 1), float(timestep)).expand(b, 1, h, w)
         cfg = self.config
         feats0 = feats1 = None
         if cfg.encoder != "none":
@@ -216,13 +220,13 @@ class IFNet(nn.Module):
             step_scale = block_scale / scale
             if flow is None:
                 parts = [img0, img1] + ([feats0, feats1] if feats0 is not None else []) + [t]
-                flow, mask = block(torch.cat(parts, 1), None, step_scale)
+                flow, mask = block(parts, None, step_scale)
             else:
                 parts = [warped0, warped1]
                 if feats0 is not None:
                     parts += [backward_warp(feats0, flow[:, :2]),
                               backward_warp(feats1, flow[:, 2:4])]
-                delta, new_mask = block(torch.cat(parts + [t, mask], 1), flow, step_scale)
+                delta, new_mask = block(parts + [t, mask], flow, step_scale)
                 flow = flow + delta
                 mask = mask + new_mask if cfg.mask_residual else new_mask
             warped0 = backward_warp(img0, flow[:, :2])

@@ -105,7 +105,7 @@ class SpinBotFrameInterpolation:
                                          scene_cut_threshold=float(scene_cut_threshold))
         out, report = interpolate_video(rife_model, video, settings, segments=segments)
         if not report.reused:
-            metrics.add_frames(report.frames_out - report.frames_in)
+            metrics.add_frames(report.interpolated_frames)
         return (out, report.text())
 
 
