@@ -52,7 +52,7 @@ class SpinBotFrameInterpolationModel:
 
 
 class SpinBotFrameInterpolation:
-    DESCRIPTION = ("Raises a video's frame rate with RIFE (e.g. SVD's 8 fps x3 = 24 fps): n "
+    DESCRIPTION = ("Raises a video's frame rate with RIFE, SVD's 8 fps x3 to 24 fps say: n "
                    "frames become exactly n x multiplier frames at fps x multiplier, the "
                    "original frames unchanged and the last one held, so the duration and the "
                    "audio sync do not move. Streams through the video store chunk by chunk. "
