@@ -15,7 +15,9 @@ from spinbot.nodes.scene import camera
 from spinbot.nodes.scene.nodes_scene import SpinBotCameraMotion
 from spinbot.nodes.script.segments import Segment
 from spinbot.nodes.video import store
+from spinbot.nodes.video.combine import combine_to_mp4
 from tests.media import tone_audio
+from tests.mp4probe import probe
 
 W, H = 160, 90
 SIGMA = 4.0  # px: a smooth marker, so bilinear resampling moves its centroid exactly
@@ -192,9 +194,15 @@ def test_output_size_zero_and_one_side():
 
 
 def test_odd_sizes_are_kept_and_encode():
-    video, _ = run(marker_still(W / 2, H / 2), width=81, height=45, duration=0.2)
+    """The store keeps 81x45; Video Combine pads it by one edge column and row for yuv420p."""
+    video, _ = run(marker_still(W / 2, H / 2), width=81, height=45, fps=23.976,
+                   duration=0.5, audio=tone_audio(0.5, rate=16000))
     assert (video.width, video.height) == (81, 45)
-    assert video.read().shape == (5, 45, 81, 3)
+    assert video.read().shape == (12, 45, 81, 3)
+    result = combine_to_mp4(video=video, fps=23.976, loudness_lufs=None)
+    got = probe(result.path)
+    assert (got.width, got.height, got.video_frames) == (82, 46, 12)
+    assert got.fps == pytest.approx(23.976, abs=1e-3)
 
 
 def test_same_inputs_give_the_same_bytes_and_a_rerun_does_no_work(spinbot_dirs, monkeypatch):

@@ -113,22 +113,25 @@ def output_size(width: int, height: int, image_height: int, image_width: int) ->
 
 @dataclass(frozen=True)
 class Still:
-    """A still ready for sampling: ``pixels`` float32 ``[1,3,h,w]`` and the fractions ``ax, ay``
-    of its width and height that the cover-fit crop of the output's aspect keeps (centred)."""
+    """A still ready for sampling: ``pixels`` float32 ``[1,3,h,w]`` (on the render device) and
+    the fractions ``ax, ay`` of its width and height that the cover-fit crop of the output's
+    aspect keeps (centred)."""
 
     pixels: torch.Tensor
     ax: float
     ay: float
 
 
-def prepare_still(image: torch.Tensor, width: int, height: int, zoom: float) -> Still:
-    """Cover-fit one still ``[H,W,3]`` (float 0..1) to ``width`` x ``height``.
+def prepare_still(image: torch.Tensor, width: int, height: int, zoom: float,
+                  device: torch.device | None = None) -> Still:
+    """Cover-fit one still ``[H,W,3]`` (float 0..1) to ``width`` x ``height``, on ``device``
+    (default: the image's).
 
     A still much larger than the frames is first shrunk with an antialiased resample so the
     tightest window (``1/(1+zoom)`` of the crop) still maps about one still pixel to one output
     pixel: bilinear sampling of a far larger image would alias (shimmer). Smaller stills are
     sampled as they are (upscaled by the bilinear sampling itself)."""
-    pixels = image.permute(2, 0, 1).unsqueeze(0).float()
+    pixels = image.to(device or image.device).permute(2, 0, 1).unsqueeze(0).float()
     h, w = pixels.shape[-2:]
     target = width / height
     crop_w, crop_h = (h * target, h) if w / h > target else (w, w / target)
@@ -156,15 +159,17 @@ def render(still: Still, s: np.ndarray, cx: np.ndarray, cy: np.ndarray, width: i
 
     Output pixel centres (align_corners=False convention) map to still coordinates
     ``x = ax * (s * u + 2cx - 1)``, ``y = ay * (s * v + 2cy - 1)`` in grid_sample's -1..1
-    space: a continuous function of the window, sampled bilinearly."""
+    space: a continuous function of the window, sampled bilinearly on the still's device."""
     n = len(s)
+    # Per-frame rows/columns in float64 on the CPU (small; MPS has no float64), then float32
+    # (grid_sample's type: 6e-8 of the -1..1 range, 1e-4 px at 2000 px) on the device.
     u = (torch.arange(width, dtype=torch.float64) * 2 + 1) / width - 1
     v = (torch.arange(height, dtype=torch.float64) * 2 + 1) / height - 1
     s_t = torch.from_numpy(np.asarray(s, np.float64))[:, None]
     gx = still.ax * (s_t * u[None] + torch.from_numpy(2 * np.asarray(cx) - 1)[:, None])
     gy = still.ay * (s_t * v[None] + torch.from_numpy(2 * np.asarray(cy) - 1)[:, None])
-    # float32 from here (grid_sample's type): 6e-8 of the -1..1 range, 1e-4 px at 2000 px.
-    gx, gy = gx.float(), gy.float()
+    device = still.pixels.device
+    gx, gy = gx.to(device, torch.float32), gy.to(device, torch.float32)
     grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)
     # All n frames' grids stacked as one tall grid: one call, and the still is not copied n times.
     grid = grid.reshape(1, n * height, width, 2)
@@ -172,7 +177,7 @@ def render(still: Still, s: np.ndarray, cx: np.ndarray, cy: np.ndarray, width: i
                         align_corners=False)
     out = out.reshape(3, n, height, width).permute(1, 2, 3, 0)
     # +0.5 then truncation rounds half up, like media.images_to_uint8.
-    return out.mul_(255.0).add_(0.5).clamp_(0.0, 255.0).to(torch.uint8).numpy()
+    return out.mul_(255.0).add_(0.5).clamp_(0.0, 255.0).to(torch.uint8).cpu().numpy()
 
 
 def batch_frames(width: int, height: int) -> int:
@@ -207,9 +212,10 @@ def camera_motion(images: torch.Tensor, fps: float, width: int, height: int, mot
     ``duration_seconds``; ``round(seconds * fps)`` frames. Scenes: with segments, one per
     segment (`timing.boundaries`), image k for segment k, or the one image for all; without
     segments, the n images share the length equally (and the video carries n matching
-    segments with empty text, so SpinBot Transitions finds the cuts). Frames stream into the
-    store a few at a time; the frames are keyed by what decides them (images, size, fps, paths,
-    frame spans), so a re-run, or new audio of the same length, reuses them.
+    segments with empty text, so SpinBot Transitions finds the cuts). Frames are rendered on
+    `runtime.torch_device()` and stream into the store a few at a time, keyed by what decides
+    them (images, size, fps, paths, frame spans, device type), so a re-run, or new audio of the
+    same length, reuses them.
 
     Returns ``(video, report)``: the video carries ``audio`` and the segments. Raises
     MediaError for empty or broken images, an image count that is neither 1 nor one per segment,
@@ -257,8 +263,11 @@ def camera_motion(images: torch.Tensor, fps: float, width: int, height: int, mot
     else:
         seg_dicts = None
     used = sorted({pick for a, b, _path, pick in plan if b > a})
+    # Rendered on the torch device (a GPU renders 1080p far faster than the CPU); its type is
+    # in the key because bilinear sampling may differ in the last bit between backends.
+    device = runtime.torch_device()
     key = content_key("scene_camera", 1, [images[i] for i in used], used, fps, width, height,
-                      zoom, easing, plan)
+                      zoom, easing, plan, device.type)
     stored = load_video(key)
     started = time.perf_counter()
     rendered = 0
@@ -270,7 +279,7 @@ def camera_motion(images: torch.Tensor, fps: float, width: int, height: int, mot
                 if stop <= first:
                     continue
                 runtime.check_interrupted()
-                still = prepare_still(images[pick], width, height, zoom)
+                still = prepare_still(images[pick], width, height, zoom, device)
                 s, cx, cy = segment_windows(path, easing, zoom, stop - first)
                 for i in range(0, stop - first, step):
                     runtime.check_interrupted()

@@ -79,9 +79,10 @@ def plan_windows(cuts: list[int], total: int, half: float) -> tuple[list[Window]
 
 
 def blend(frames: np.ndarray, first: int, window: Window, transition: str,
-          held_a: np.ndarray, held_b: np.ndarray) -> np.ndarray:
+          held_a: np.ndarray | None, held_b: np.ndarray | None) -> np.ndarray:
     """Apply ``window`` to ``frames`` (uint8 ``[n,H,W,3]``, frame numbers ``first..``), in place
-    where it changes frames; returns ``frames``. ``held_a``/``held_b`` are frames b-1 and b.
+    where it changes frames; returns ``frames``. ``held_a``/``held_b`` are frames b-1 and b
+    (a crossfade needs them; a fade through black takes None).
 
     Blends in float32 and rounds half up (``floor(v + 0.5)``)."""
     lo, hi = max(first, window.first), min(first + len(frames), window.stop)
@@ -149,7 +150,9 @@ def apply_transitions(video: SpinBotVideo, transition: str, duration_seconds: fl
             if patch is None:
                 frames = np.array(video.read(lo, hi), copy=True)
                 for w in hits:
-                    held = video.read(w.boundary - 1, w.boundary + 1)
+                    # Only a crossfade needs frames b-1 and b (held by the side that has ended).
+                    held = (video.read(w.boundary - 1, w.boundary + 1)
+                            if transition == "crossfade" else (None, None))
                     blend(frames, lo, w, transition, held[0], held[1])
                 with VideoWriter(key, fps, chunk_frames=len(frames)) as writer:
                     writer.write(frames)
