@@ -53,7 +53,7 @@ def run(version_config, size: tuple[int, int], count: int, multiplier: int, devi
     with VideoWriter(f"bench-{label}-{width}x{height}", 8.0) as writer:
         writer.write(frames(count, width, height))
         video = writer.finish()
-    settings = InterpolationSettings(multiplier=multiplier, pairs_per_batch=1)
+    settings = InterpolationSettings(multiplier=multiplier, batch_size=1)
     dev = torch.device(device)
     if dev.type == "cuda":  # kernel selection and allocator warm-up, not timed
         m = net.size_multiple(1.0)

@@ -126,7 +126,7 @@ def test_detected_hard_cut_is_copied_and_reported(rife):
 
 def test_chunk_and_read_sizes_do_not_change_the_result(rife):
     frames = scene(7)
-    settings = dict(multiplier=2, scene_cut_threshold=NO_DETECT, pairs_per_batch=1)
+    settings = dict(multiplier=2, scene_cut_threshold=NO_DETECT, batch_size=1)
     one, _ = interpolate_video(rife, make_video(frames, chunk=100, key="one"),
                                InterpolationSettings(read_frames=100, **settings))
     whole = one.read()
@@ -141,13 +141,13 @@ def test_chunk_and_read_sizes_do_not_change_the_result(rife):
     assert np.array_equal(again.read(), whole)
 
 
-def test_pairs_per_batch_changes_at_most_rounding(rife):
+def test_batch_size_changes_at_most_rounding(rife):
     frames = scene(6)
     video = make_video(frames)
-    a, _ = interpolate_video(rife, video, InterpolationSettings(pairs_per_batch=1))
+    a, _ = interpolate_video(rife, video, InterpolationSettings(batch_size=1))
     first = a.read().astype(int)
     drop(a)
-    b, _ = interpolate_video(rife, video, InterpolationSettings(pairs_per_batch=4))
+    b, _ = interpolate_video(rife, video, InterpolationSettings(batch_size=4))
     assert np.abs(b.read().astype(int) - first).max() <= 1
 
 
@@ -179,16 +179,16 @@ def test_cancel_leaves_no_partial_video(rife, monkeypatch):
     real = engine._Interpolator._run
     calls = []
 
-    def run(self, a, b):
+    def run(self, a, b, steps):
         calls.append(1)
         if len(calls) == 2:
             runtime.request_interrupt()
-        return real(self, a, b)
+        return real(self, a, b, steps)
     monkeypatch.setattr(engine._Interpolator, "_run", run)
     before = set(os.listdir(store.video_root()))
     try:
         with pytest.raises(runtime.Interrupted):
-            interpolate_video(rife, video, InterpolationSettings(pairs_per_batch=1))
+            interpolate_video(rife, video, InterpolationSettings(batch_size=1))
     finally:
         runtime.request_interrupt(False)
     assert set(os.listdir(store.video_root())) == before
@@ -235,3 +235,28 @@ def test_nodes_are_registered_and_the_loader_reports_the_version(rife, spinbot_d
     shutil.rmtree(spinbot_dirs["models"] / "frame_interpolation")
     with pytest.raises(MissingModelError, match="'frame_interpolation'"):
         SpinBotFrameInterpolationModel().load("rife47.pth")
+
+
+def test_out_of_memory_halves_the_batch_then_says_what_to_do(rife, monkeypatch):
+    frames = scene(4)
+    video = make_video(frames)
+    reference, _ = interpolate_video(rife, video, InterpolationSettings(multiplier=3,
+                                                                        batch_size=1))
+    expected = reference.read()
+    drop(reference)
+    real = engine._Interpolator._run
+    sizes = []
+
+    def run(self, a, b, steps):
+        sizes.append(len(steps))
+        if len(steps) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(self, a, b, steps)
+    monkeypatch.setattr(engine._Interpolator, "_run", run)
+    out, _ = interpolate_video(rife, video, InterpolationSettings(multiplier=3, batch_size=4))
+    assert sizes[:3] == [4, 2, 1] and np.array_equal(out.read(), expected)
+    drop(out)
+    monkeypatch.setattr(engine._Interpolator, "_run", lambda *a: (_ for _ in ()).throw(
+        torch.OutOfMemoryError("CUDA out of memory (simulated)")))
+    with pytest.raises(MemoryError, match="making one 80x48 frame.*scale to 0.5"):
+        interpolate_video(rife, video, InterpolationSettings(multiplier=3, batch_size=1))

@@ -44,8 +44,8 @@ class InterpolationSettings:
     multiplier: int = 2             # output frames per input frame (2..8)
     scale: float = 1.0              # RIFE's flow scale: 1.0 up to 1080p, 0.5 for 4K
     scene_cut_threshold: float = 40.0  # mean abs frame difference (0..255) marking a cut; 0: off
-    read_frames: int = 8            # input frames read from the store per step
-    pairs_per_batch: int = 2        # frame pairs through the model at once (all timesteps)
+    read_frames: int = 4            # input frames read from the store per step
+    batch_size: int = 2             # frames made per model call (pairs x timesteps)
 
 
 @dataclass
@@ -136,30 +136,30 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 class _Interpolator:
-    """Runs pairs of uint8 frames through the network: ``[P,H,W,3]`` x2 -> ``[P,m-1,H,W,3]``."""
+    """Runs pairs of uint8 frames through the network: ``[P,H,W,3]`` x2 -> ``[P,m-1,H,W,3]``,
+    ``batch_size`` made frames (pair x timestep) per call, halved when memory runs out."""
 
     def __init__(self, net: IFNet, settings: InterpolationSettings, device: torch.device):
         self.net, self.settings, self.device = net, settings, device
         self.dtype = _dtype(device)
-        self.pairs = max(1, settings.pairs_per_batch)
+        self.batch = max(1, settings.batch_size)
         self.multiple = net.size_multiple(settings.scale)
 
-    def _prepare(self, frames: np.ndarray, repeat: int) -> torch.Tensor:
+    def _prepare(self, frames: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
         x = x.permute(0, 3, 1, 2).to(self.dtype).div_(255.0)
         h, w = x.shape[-2:]
         pad_h, pad_w = -h % self.multiple, -w % self.multiple
         if pad_h or pad_w:  # zero padding, as the reference inference code pads
             x = F.pad(x, (0, pad_w, 0, pad_h))
-        return x.repeat_interleave(repeat, dim=0)
+        return x
 
     @torch.inference_mode()
-    def _run(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
-        m = self.settings.multiplier
+    def _run(self, first: np.ndarray, second: np.ndarray, steps: list[float]) -> np.ndarray:
+        """``[B,H,W,3]`` x2 and B timesteps -> the B made frames, uint8 ``[B,H,W,3]``."""
         count, h, w = first.shape[:3]
-        steps = torch.arange(1, m, device=self.device, dtype=self.dtype) / m
-        timestep = steps.repeat(count)  # pair-major: pair 0's k=1..m-1, then pair 1's
-        out = self.net(self._prepare(first, m - 1), self._prepare(second, m - 1), timestep,
+        timestep = torch.tensor(steps, device=self.device, dtype=self.dtype)
+        out = self.net(self._prepare(first), self._prepare(second), timestep,
                        self.settings.scale)
         out = out[:, :, :h, :w].float()
         if not bool(torch.isfinite(out.sum())):  # one reduction: NaN/inf survive the sum
@@ -168,32 +168,37 @@ class _Interpolator:
             raise RIFEModelError(f"the RIFE model produced NaN/inf values "
                                  f"({str(self.dtype).replace('torch.', '')}); {hint}")
         out = out.mul_(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8)
-        return out.permute(0, 2, 3, 1).reshape(count, m - 1, h, w, 3).cpu().numpy()
+        return out.permute(0, 2, 3, 1).cpu().numpy()
 
     def __call__(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
-        results, pos = [], 0
-        while pos < len(first):
+        m = self.settings.multiplier
+        count, h, w = first.shape[:3]
+        made = np.empty((count, m - 1, h, w, 3), np.uint8)
+        tasks = [(p, k) for p in range(count) for k in range(1, m)]
+        pos = 0
+        while pos < len(tasks):
             runtime.check_interrupted()
-            take = min(self.pairs, len(first) - pos)
+            chunk = tasks[pos:pos + self.batch]
+            pick = [p for p, _ in chunk]
             try:
-                results.append(self._run(first[pos:pos + take], second[pos:pos + take]))
+                result = self._run(first[pick], second[pick], [k / m for _, k in chunk])
             except Exception as exc:
                 if not _is_oom(exc):
                     raise
-                oom = True
-            else:
-                oom = False
-                pos += take
-            if oom:  # outside the except block, so the failed step's tensors are freed
+                result = None
+            if result is None:  # outside the except block, so the failed step's tensors are freed
                 runtime.release_memory()
-                if self.pairs == 1:
+                if self.batch == 1:
                     raise MemoryError(
-                        f"out of memory on {self.device} interpolating one "
-                        f"{first.shape[2]}x{first.shape[1]} frame pair x{self.settings.multiplier}"
-                        f"; free memory (unload other models) or set scale to 0.5") from None
-                self.pairs = max(1, self.pairs // 2)
-                log.warning("out of memory: retrying with %d pair(s) at a time", self.pairs)
-        return np.concatenate(results)
+                        f"out of memory on {self.device} making one {w}x{h} frame with RIFE; "
+                        "free memory (unload other models) or set scale to 0.5") from None
+                self.batch = max(1, self.batch // 2)
+                log.warning("out of memory: retrying with %d frame(s) per call", self.batch)
+                continue
+            for j, (p, k) in enumerate(chunk):
+                made[p, k - 1] = result[j]
+            pos += len(chunk)
+        return made
 
 
 def video_key(rife: RIFEModel, video: SpinBotVideo, settings: InterpolationSettings,
@@ -239,8 +244,12 @@ def interpolate_video(rife, video: SpinBotVideo, settings: InterpolationSettings
     runner = _Interpolator(net, settings, device)
     started = time.perf_counter()
     if device.type != "cpu":
-        frame_bytes = video.width * video.height * 3 * 4
-        runtime.make_room(rife.size_bytes() + runner.pairs * (m + 1) * frame_bytes * 160, device)
+        # A rough guess that only decides how much ComfyUI unloads first (the out-of-memory
+        # fallback handles a wrong one): per made frame ~50 full-resolution channels live at
+        # once (both frames, features, warps, flow, mask, the finest block's input), i.e. ~32
+        # three-channel frames with the allocator's slack.
+        frame_bytes = video.width * video.height * 3 * torch.finfo(runner.dtype).bits // 8
+        runtime.make_room(rife.size_bytes() + runner.batch * frame_bytes * 32, device)
     net.to(device, runner.dtype)
     try:
         with VideoWriter(key, fps * m) as writer, \
