@@ -321,3 +321,22 @@ def test_stage_image_paints_each_segment_from_its_own_scene(sd15_root, monkeypat
     seen.clear()
     paint("a harbour town", 5, [s.to_dict() for s in segments[:1]])
     assert seen == [("ohwx person, a ship at dawn", 5)]
+
+
+@pytest.mark.parametrize("silence", [0.25, 0.0])  # gaps, or cross-faded segments
+def test_voice_stage_measured_segments_keep_their_scenes(spinbot_dirs, silence):
+    from spinbot.nodes.voice import nodes_voice
+    from tests.media import tone_audio
+
+    factory.build(spinbot_dirs["models"], only=["tts"])
+    voice, _a, _t = nodes_voice.SpinBotVoiceProfile().build(
+        "This is my reference voice.", nodes_voice.NO_PROFILE, "", False, 12.0,
+        tone_audio(3.0, 24000))
+    _, _, script, _ = direct(narration="One short line. And a second one.",
+                             scene_prompts="a pier\na market", trigger_word="", character="")
+    _audio, timed = nodes_voice.SpinBotF5TTS().speak(
+        voice, "", script=script, model=nodes_voice.DEFAULT_F5,
+        vocoder=nodes_voice.DEFAULT_VOCODER, nfe_steps=2, cfg_strength=2.0, sway_sampling=-1.0,
+        speed=1.0, seed=3, cross_fade=0.1, silence=silence)
+    assert [s.scene for s in timed] == ["a pier", "a market"]
+    assert not any(s.estimated for s in timed)
