@@ -189,6 +189,14 @@ def test_camera_motion_into_transitions_at_fractional_fps():
         assert np.abs(mid - want).max() <= 1.0
 
 
+def test_segment_dicts_need_only_a_start_time():
+    src = scenes((0, 2.0, 4.0), noise=0)
+    out, report = run(src, "fade through black", 0.4, segments=[{"start": 0.0}, {"start": 1.0}])
+    assert "boundaries at frames [25]" in report and mean_levels(out)[25] == 0
+    with pytest.raises(MediaError, match="segment 1 has no usable start"):
+        run(src, "crossfade", 0.4, segments=[{"start": 0.0}, {"end": 1.0}])
+
+
 @pytest.mark.parametrize("transition,duration,message", [
     ("wipe", 0.5, "unknown transition"),
     ("crossfade", -1.0, "0 or more"),

@@ -33,7 +33,7 @@ import numpy as np
 
 from .. import metrics, runtime
 from ..media import MediaError
-from ..script.segments import coerce_segments
+from ..script.segments import Segment
 from ..video.store import Chunk, SpinBotVideo, VideoWriter, content_key, load_video
 from .timing import boundaries
 
@@ -109,7 +109,8 @@ def apply_transitions(video: SpinBotVideo, transition: str, duration_seconds: fl
     own), same frame count, fps, audio and segments. See the module docstring for the blend.
 
     Returns ``(video, report)``. Raises MediaError for an unknown transition, a negative or
-    non-finite duration, a video whose frames are gone from the store; `runtime.Interrupted`
+    non-finite duration, a segment without a start time, a video whose frames are gone from the
+    store; `runtime.Interrupted`
     (or ComfyUI's) on Cancel, leaving no half-written chunk."""
     if transition not in TRANSITIONS:
         raise MediaError(f"unknown transition {transition!r}; choose one of "
@@ -117,12 +118,12 @@ def apply_transitions(video: SpinBotVideo, transition: str, duration_seconds: fl
     duration = float(duration_seconds)
     if not (math.isfinite(duration) and duration >= 0):
         raise MediaError(f"duration_seconds must be 0 or more, got {duration_seconds}")
-    segs = coerce_segments(segments if segments is not None else (video.segments or ()))
+    starts = segment_starts(segments if segments is not None else video.segments)
     total, fps = video.frame_count, video.fps
     head = f"Transitions ({transition}, {duration:g} s) on {video.describe()}"
-    if len(segs) < 2:
+    if len(starts) < 2:
         return video, f"{head}: no segment boundaries, video unchanged"
-    cuts = boundaries([s.start for s in segs], fps, total)
+    cuts = boundaries(starts, fps, total)
     if transition == "cut" or duration == 0:
         return video, f"{head}: cuts at frames {cuts[1:-1]}, video unchanged"
     windows, notes = plan_windows(cuts, total, duration * fps / 2)
@@ -182,6 +183,22 @@ def apply_transitions(video: SpinBotVideo, transition: str, duration_seconds: fl
     elif replaced:
         lines.append("  reused the stored rewritten chunks (same video and settings)")
     return out, "\n".join(lines)
+
+
+def segment_starts(segments) -> list[float]:
+    """Start times (seconds) of SPINBOT_SEGMENTS or a video's segment dicts; only ``start`` is
+    needed, so dicts written by any stage work. Raises MediaError for an entry without a finite
+    start."""
+    starts = []
+    for k, item in enumerate(segments or ()):
+        try:
+            start = float(item.start if isinstance(item, Segment) else item["start"])
+        except (KeyError, TypeError, ValueError):
+            start = math.nan
+        if not math.isfinite(start):
+            raise MediaError(f"segment {k} has no usable start time: {item!r}")
+        starts.append(start)
+    return starts
 
 
 def _hits(windows: list[Window], lo: int, hi: int) -> list[Window]:
