@@ -324,3 +324,22 @@ def test_node_reuses_a_finished_mix_and_cancel_leaves_nothing(spinbot_dirs):
     # A different seed is a different bed.
     other, _ = node.mix(*args[:-1], 6)
     assert not torch.equal(other["waveform"], first["waveform"])
+
+
+@pytest.mark.parametrize("fit", ["trim", "loop"])
+def test_inputs_are_not_modified(fit):
+    """Same rate and layout for the output: the mix must not scale the caller's tensors in place."""
+    rate = 48000
+    voice = audio(np.repeat(bursts(2.0, rate, [(0.5, 1.5)]), 2, 0), rate)
+    music = audio(sine(3.0, rate, BED_HZ, 0.4, channels=2), rate)
+    before = (voice["waveform"].clone(), music["waveform"].clone())
+    bed.make_bed_mix(voice, settings(fit=fit, fade_in_seconds=0.5), music=music)
+    assert torch.equal(voice["waveform"], before[0]) and torch.equal(music["waveform"], before[1])
+
+
+def test_a_voice_shorter_than_one_loudness_block_is_measured_and_ducks():
+    """BS.1770 gates in 0.4 s blocks: a 0.3 s "Hi." still has a level and still ducks the bed."""
+    res = bed.make_bed_mix(audio(bursts(0.3, 48000, [(0.0, 0.3)]), 48000),
+                           settings(source="pink noise", tail_seconds=1.5))
+    assert res.voice_lufs is not None and res.speech_seconds > 0.25
+    assert res.bed_pause_dbfs - res.bed_speech_dbfs == pytest.approx(10.0, abs=0.5)

@@ -50,6 +50,7 @@ SPEECH_HOLD_SECONDS = 0.15
 SILENT_VOICE_LUFS = -70.0  # BS.1770's absolute gate: a voice under it has no speech to measure
 VOICE_CUT_FADE_SECONDS = 0.005  # a voice cut at the video's end is faded, not clicked off
 PEAK_CEILING_DB = -1.0  # `media.normalize_loudness`'s default ceiling (EBU R128 / streaming specs)
+GENERATED_LEVEL_SECONDS = 60  # how much of a generated bed its loudness is measured on
 TRUE_PEAK_OVERSAMPLING = 4  # ITU-R BS.1770-4 Annex 2: 4x at 48 kHz
 
 
@@ -107,13 +108,19 @@ class BedResult:
 # --------------------------------------------------------------------------- measurement
 
 def integrated_lufs(wave: np.ndarray | torch.Tensor, rate: int) -> float:
-    """BS.1770 integrated loudness of ``[C,T]`` (pyloudnorm); ``-inf`` for silence or < 0.4 s."""
+    """BS.1770 integrated loudness of ``[C,T]`` (pyloudnorm); ``-inf`` for silence.
+
+    A clip shorter than one 0.4 s gating block is measured repeated to that length (its loudness
+    as a loop), so a short voice or bed still gets a level instead of none."""
     import pyloudnorm
 
     data = np.asarray(wave.detach().cpu().numpy() if isinstance(wave, torch.Tensor) else wave,
                       dtype=np.float64)
-    if data.shape[-1] < int(0.4 * rate):  # one gating block
+    block = int(math.ceil(0.4 * rate)) + 1
+    if data.shape[-1] == 0:
         return -math.inf
+    if data.shape[-1] < block:
+        data = np.tile(data, (1, -(-block // data.shape[-1])))
     return float(pyloudnorm.Meter(rate).integrated_loudness(data.T))
 
 
@@ -135,11 +142,11 @@ def true_peak_dbtp(wave: np.ndarray, rate: int) -> float:
     return 20 * math.log10(peak) if peak > 0 else -math.inf
 
 
-def _rms_dbfs(x: np.ndarray) -> float:
-    if x.size == 0:
-        return -math.inf
-    power = float(np.mean(np.square(x, dtype=np.float64)))
-    return 10 * math.log10(power) if power > 0 else -math.inf
+def _chunks(total: int, multiple: int = 1, size: int = 1 << 20):
+    """``(start, stop)`` pieces of ``range(total)``, each start a multiple of ``multiple``."""
+    step = max(size // multiple, 1) * multiple
+    for a in range(0, total, step):
+        yield a, min(a + step, total)
 
 
 # --------------------------------------------------------------------------- sources
@@ -409,7 +416,7 @@ def make_bed_mix(voice: dict, settings: BedSettings, music: dict | None = None,
                          + (f"looped: {loops} plays with {min(LOOP_CROSSFADE_SECONDS, mw.shape[-1] / rate / 4) * 1000:.0f} ms "
                             "crossfades" if loops > 1 else "trimmed to length"))
         else:
-            bed, loops = mw[:, :total], 1
+            bed, loops = mw[:, :total].copy(), 1  # scaled in place below: never the caller's
             if mw.shape[-1] < total:
                 bed_end = mw.shape[-1]
                 bed = np.pad(bed, ((0, 0), (0, total - bed_end)))
@@ -426,13 +433,17 @@ def make_bed_mix(voice: dict, settings: BedSettings, music: dict | None = None,
     # Levels: the bed `bed_level_db` under the voice's integrated loudness.
     voice_lufs = integrated_lufs(v, rate)
     silent = not math.isfinite(voice_lufs) or voice_lufs < SILENT_VOICE_LUFS
-    bed_lufs = integrated_lufs(bed[:, :bed_end], rate)
+    # The bed's level is the music's own (one play, as much as is used) or, for a generated
+    # source, that of its first minute: the sources are stationary (the drone repeats every 20 s),
+    # and a 10-minute bed would cost a full BS.1770 pass more.
+    span = max(mw.shape[-1] if music_wave is not None else 0, GENERATED_LEVEL_SECONDS * rate)
+    bed_lufs = integrated_lufs(bed[:, :min(bed_end, span)], rate)
     reference = s.target_lufs if silent else voice_lufs
     if math.isfinite(bed_lufs):
         bed *= np.float32(10 ** ((reference + s.bed_level_db - bed_lufs) / 20))
     else:
-        notes.append("bed: silent (or under 0.4 s), nothing to level")
-    bed *= fade_gain(total, rate, s.fade_in_seconds, s.fade_out_seconds, bed_end)
+        notes.append("bed: silent, nothing to level")
+    bed *= fade_gain(total, rate, s.fade_in_seconds, s.fade_out_seconds, bed_end)[None]
     tick()
 
     # Ducking.
@@ -444,11 +455,15 @@ def make_bed_mix(voice: dict, settings: BedSettings, music: dict | None = None,
                      "normalised")
     duck = duck_curve(speech, s.ducking_db, s.attack_seconds * rate / hop,
                       s.release_seconds * rate / hop)
+    # Ducking and mixing in place, a chunk at a time: per-sample arrays of a 10-minute track are
+    # 115 MB a channel, so no whole-length gain or index array is made.
     centres = np.arange(duck.size) * hop + (hop - 1) / 2
-    gain = np.interp(np.arange(total), centres, 10 ** (-duck / 20)).astype(np.float32)
-    ducked = bed * gain
-    pre = v + ducked
-    del gain
+    block_gain = 10 ** (-duck / 20)
+    for a, b in _chunks(total):
+        bed[:, a:b] *= np.interp(np.arange(a, b), centres, block_gain).astype(np.float32)
+    pre = bed
+    pre += v
+    del bed
     tick()
 
     # Final level.
@@ -469,21 +484,35 @@ def make_bed_mix(voice: dict, settings: BedSettings, music: dict | None = None,
 
     # Measured on the mix: the bed is what remains once the voice, at the gain the mix got
     # (least squares; exact unless the limiter acted), is taken out of it.
-    pre64 = pre.ravel().astype(np.float64)
-    energy = float(np.dot(pre64, pre64))
-    g = float(np.dot(out.ravel().astype(np.float64), pre64)) / energy if energy > 0 else 1.0
-    del pre64
-    residual = out - np.float32(g) * v
-    # Speech windows: fully ducked blocks; pauses: blocks with no ducking. Both outside the fades.
-    block = np.minimum(np.arange(total) // hop, duck.size - 1)
-    steady = fade_gain(total, rate, s.fade_in_seconds, s.fade_out_seconds, bed_end) >= 0.999
-    speech_mask = steady & (speech & (duck >= s.ducking_db - 1e-6))[block]
-    pause_mask = steady & (duck <= 1e-6)[block] & ~speech[block]
+    num = den = 0.0
+    for a, b in _chunks(total):
+        p64 = pre[:, a:b].astype(np.float64)
+        num += float(np.sum(p64 * out[:, a:b]))
+        den += float(np.sum(p64 * p64))
+    del pre
+    g = num / den if den > 0 else 1.0
+    power = np.zeros(duck.size)  # residual energy per gain block, all channels
+    for a, b in _chunks(total, hop):
+        r = out[:, a:b].astype(np.float64) - g * v[:, a:b]
+        power[a // hop:a // hop + -(-(b - a) // hop)] = np.add.reduceat(
+            np.square(r).sum(axis=0), np.arange(0, b - a, hop))
+    # Speech windows: fully ducked blocks; pauses: blocks with no ducking. Both clear of the fades.
+    starts = np.arange(duck.size) * hop
+    ends = np.minimum(starts + hop, total)
+    steady = ((starts >= int(round(s.fade_in_seconds * rate)))
+              & (ends <= bed_end - int(round(s.fade_out_seconds * rate))))
+    speech_mask = steady & speech & (duck >= s.ducking_db - 1e-6)
+    pause_mask = steady & ~speech & (duck <= 1e-6)
+
+    def bed_dbfs(mask: np.ndarray) -> float | None:
+        count = float((ends - starts)[mask].sum()) * out.shape[0]
+        energy = float(power[mask].sum())
+        return None if count == 0 else (10 * math.log10(energy / count) if energy > 0 else -math.inf)
+
     result = BedResult(
         wave=torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)), rate=rate,
         voice_lufs=None if silent else voice_lufs,
-        bed_speech_dbfs=_rms_dbfs(residual[:, speech_mask]) if speech_mask.any() else None,
-        bed_pause_dbfs=_rms_dbfs(residual[:, pause_mask]) if pause_mask.any() else None,
+        bed_speech_dbfs=bed_dbfs(speech_mask), bed_pause_dbfs=bed_dbfs(pause_mask),
         final_lufs=integrated_lufs(out, rate),
         sample_peak_dbfs=20 * math.log10(float(np.abs(out).max())) if np.any(out) else -math.inf,
         true_peak_dbtp=true_peak_dbtp(out, rate), loops=loops,

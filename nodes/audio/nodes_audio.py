@@ -21,12 +21,12 @@ def _seconds(default: float, maximum: float, tooltip: str) -> tuple:
 
 
 class SpinBotAudioBed:
-    DESCRIPTION = ("Puts music or a generated ambience (pink/brown/white noise, a drone, a tone; "
-                   "ffmpeg's filters through PyAV) under the narration: looped with crossfaded "
+    DESCRIPTION = ("Puts music or a generated ambience (noise, a drone or a tone from ffmpeg's "
+                   "filters) under the narration, ducked by exactly 'ducking_db' while the voice "
+                   "speaks and mixed to the loudness target. The bed is looped with crossfaded "
                    "seams or trimmed to the video's exact length (or the voice plus a tail), faded "
-                   "in and out, set a number of dB under the voice's loudness, ducked by exactly "
-                   "'ducking_db' while the voice speaks, and the mix normalised to the loudness "
-                   "target. The report gives the levels measured on the mix.")
+                   "in and out and set 'bed_level_db' under the voice's BS.1770 loudness. The "
+                   "report gives the levels measured on the mix.")
     CATEGORY = CATEGORY
     FUNCTION = "mix"
     RETURN_TYPES = ("AUDIO", "STRING")
