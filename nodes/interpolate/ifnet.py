@@ -6,9 +6,9 @@ checkpoints (after their ``module.`` prefix is stripped), so a release loads wit
 ``load_state_dict``. Three released layouts are covered, told apart by their keys:
 
 * ``4.6``  (rife46): no feature encoder; blocks read both frames, the timestep and the mask.
-* ``4.7``  (rife47, rife48, rife49): adds ``encode`` (Conv 3->16 stride 2, ConvTranspose 16->4)
+* ``4.7``  (rife47, rife49): adds ``encode`` (Conv 3->16 stride 2, ConvTranspose 16->4)
   whose 4-channel features of both frames (warped by the current flow) feed every block.
-* ``4.17`` (rife415..rife418): the encoder is a 4-layer head (``encode.cnn0..cnn3``) giving
+* ``4.17`` (rife417): the encoder is a 4-layer head (``encode.cnn0..cnn3``) giving
   8 channels.
 
 Every block works at ``1/scale_i`` of the frame (8, 4, 2, 1 divided by the user's ``scale``),

@@ -1,7 +1,7 @@
 """RIFE checkpoints from the ``frame_interpolation`` model folder.
 
 The layout is read from the keys (see `detect_config`): the ``encode.*`` head tells 4.6 (none),
-4.7-4.9 (``encode.0``/``encode.1``) and 4.15-4.18 (``encode.cnn0..3``) apart; widths come from the
+4.7/4.9 (``encode.0``/``encode.1``) and 4.17 (``encode.cnn0..3``) apart; widths come from the
 tensor shapes, so the tiny test models load through the same code. Files are read with
 safetensors or ``torch.load(weights_only=True)``.
 """
@@ -100,7 +100,7 @@ def _mismatch_error(name: str, state_dict: dict, config: IFNetConfig, why: str) 
     return RIFEModelError(
         f"'{name}' is not a RIFE 4.x checkpoint this pack can load ({why}). Compared with the "
         f"RIFE {config.version} layout: missing keys: {listing(missing)}; unexpected keys: "
-        f"{listing(unexpected)}. Supported: rife46, rife47/48/49 and rife415-418 .pth files "
+        f"{listing(unexpected)}. Supported: rife46, rife47, rife49 and rife417 .pth files "
         "(e.g. ComfyUI-Frame-Interpolation's rife47.pth or rife49.pth)")
 
 
@@ -112,8 +112,8 @@ def detect_config(state_dict: dict[str, torch.Tensor], name: str = "model") -> I
     """The `IFNetConfig` whose keys and shapes match ``state_dict``.
 
     Raises `RIFEModelError` listing missing/unexpected keys (against the closest released layout)
-    for other models and for RIFE layouts not supported here (4.0-4.3 with PReLU heads, 4.10-4.12,
-    4.2x with a fifth block).
+    for other models and for RIFE layouts not supported here (4.0-4.3: plain convolution blocks
+    and a context net; 4.10-4.12: a deeper encoder; 4.2x: a fifth block).
     """
     blocks = sorted({int(m.group(1)) for k in state_dict
                      if (m := re.match(r"block(\d+)\.", k))})
@@ -125,7 +125,7 @@ def detect_config(state_dict: dict[str, torch.Tensor], name: str = "model") -> I
         version, encoder = "4.6", "none"
     reference = released_config(version)
     if blocks != list(range(len(BLOCK_SCALES))):
-        why = (f"it has {len(blocks)} IFNet blocks, RIFE 4.0-4.18 have {len(BLOCK_SCALES)}"
+        why = (f"it has {len(blocks)} IFNet blocks, RIFE 4.0-4.17 have {len(BLOCK_SCALES)}"
                if blocks else "it has no IFNet blocks")
         raise _mismatch_error(name, state_dict, reference, why)
     if encoder == "conv" and any(k.startswith("encode.2.") for k in state_dict):

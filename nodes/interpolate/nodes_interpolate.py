@@ -21,7 +21,7 @@ def _model_choices() -> list[str]:
 class SpinBotFrameInterpolationModel:
     DESCRIPTION = ("Loads a RIFE 4.x frame interpolation model from ComfyUI's "
                    f"models/{FOLDER} folder: rife47.pth / rife49.pth (recommended; the files "
-                   "ComfyUI-Frame-Interpolation uses), rife46.pth or rife415-418, as .pth or "
+                   "ComfyUI-Frame-Interpolation uses), rife46.pth or rife417.pth, as .pth or "
                    ".safetensors. The version is read from the file's keys; a file of another "
                    "kind is an error listing the keys that differ. The model is cached.")
     CATEGORY = CATEGORY
@@ -38,7 +38,7 @@ class SpinBotFrameInterpolationModel:
         return {"required": {
             "model_name": (choices, {"default": default, "tooltip":
                            f"RIFE checkpoint in models/{FOLDER}. rife47.pth and rife49.pth "
-                           "are the usual choices (4.9 is a little sharper on fast motion)."}),
+                           "are the usual choices."}),
         }}
 
     @classmethod
