@@ -84,22 +84,31 @@ def blend(frames: np.ndarray, first: int, window: Window, transition: str,
     where it changes frames; returns ``frames``. ``held_a``/``held_b`` are frames b-1 and b
     (a crossfade needs them; a fade through black takes None).
 
-    Blends in float32 and rounds half up (``floor(v + 0.5)``)."""
+    Blends in float32, all of the window's frames in this batch at once, and rounds half up
+    (``floor(v + 0.5)``)."""
     lo, hi = max(first, window.first), min(first + len(frames), window.stop)
+    if hi <= lo:
+        return frames
     b, h = window.boundary, window.half
-    for i in range(lo, hi):
-        x = i + 0.5 - b
-        cur = frames[i - first].astype(np.float32)
-        if transition == "crossfade":
-            a = min(max((x + h) / (2 * h), 0.0), 1.0)
-            if i < b:
-                out = (1 - a) * cur + a * held_b.astype(np.float32)
-            else:
-                out = (1 - a) * held_a.astype(np.float32) + a * cur
-        else:  # fade through black
-            g = min(max((abs(x) - 0.5) / (h - 0.5), 0.0), 1.0) if h > 0.5 else 0.0
-            out = g * cur
-        frames[i - first] = np.clip(np.floor(out + 0.5), 0, 255).astype(np.uint8)
+    x = np.arange(lo, hi, dtype=np.float64) + 0.5 - b
+    cur = frames[lo - first:hi - first].astype(np.float32)
+    if transition == "crossfade":
+        a = np.clip((x + h) / (2 * h), 0.0, 1.0).astype(np.float32)[:, None, None, None]
+        split = int(np.count_nonzero(x < 0))  # frames before the boundary come first
+        # Before b the incoming clip's first frame fades in over the outgoing frames; from b on
+        # the outgoing clip's last frame fades out over the incoming ones.
+        before, after = cur[:split], cur[split:]
+        before += a[:split] * (held_b.astype(np.float32) - before)
+        out_after = held_a.astype(np.float32)[None] + a[split:] * (after - held_a[None])
+        cur[split:] = out_after
+    else:  # fade through black
+        g = (np.clip((np.abs(x) - 0.5) / (h - 0.5), 0.0, 1.0) if h > 0.5
+             else np.zeros_like(x)).astype(np.float32)
+        cur *= g[:, None, None, None]
+    cur += np.float32(0.5)
+    np.floor(cur, out=cur)
+    np.clip(cur, 0, 255, out=cur)
+    frames[lo - first:hi - first] = cur.astype(np.uint8)
     return frames
 
 
