@@ -91,17 +91,21 @@ class BedResult:
             return "n/a" if v is None or not math.isfinite(v) else f"{v:.1f} {unit}"
 
         c, seconds = self.wave.shape[0], self.wave.shape[-1] / self.rate
+        ducked = (self.bed_pause_dbfs - self.bed_speech_dbfs
+                  if self.bed_speech_dbfs is not None and self.bed_pause_dbfs is not None
+                  else math.nan)
         lines = [f"audio bed: {seconds:.3f} s ({self.wave.shape[-1]} samples) at {self.rate} Hz, "
                  f"{'stereo' if c == 2 else 'mono'}",
                  f"voice: {db(self.voice_lufs, 'LUFS')}, speech {self.speech_seconds:.2f} s",
-                 f"bed on the mix (RMS): under speech {db(self.bed_speech_dbfs, 'dBFS')}, in pauses "
-                 f"{db(self.bed_pause_dbfs, 'dBFS')}"
-                 + (f" (ducked {self.bed_pause_dbfs - self.bed_speech_dbfs:.1f} dB)"
-                    if self.bed_speech_dbfs is not None and self.bed_pause_dbfs is not None
-                    and math.isfinite(self.bed_pause_dbfs - self.bed_speech_dbfs) else ""),
+                 f"bed on the mix (RMS): under speech {db(self.bed_speech_dbfs, 'dBFS')}, "
+                 f"in pauses {db(self.bed_pause_dbfs, 'dBFS')}"
+                 + (f" (ducked {ducked:.1f} dB)" if math.isfinite(ducked) else ""),
                  f"final: {db(self.final_lufs, 'LUFS')}, sample peak "
-                 f"{db(self.sample_peak_dbfs, 'dBFS')}, true peak {db(self.true_peak_dbtp, 'dBTP')}",
-                 f"loops: {self.loops}"]
+                 f"{db(self.sample_peak_dbfs, 'dBFS')}, "
+                 f"true peak {db(self.true_peak_dbtp, 'dBTP')}",
+                 ("loops: none (generated to length)" if self.loops == 0 else
+                  f"loops: {self.loops} play{'s' if self.loops > 1 else ''} of the music, "
+                  f"{self.loops - 1} crossfaded seam{'' if self.loops == 2 else 's'}")]
         return "\n".join(lines + self.notes)
 
 
@@ -199,13 +203,16 @@ def _drone_expression(rng: np.random.Generator) -> str:
         phase = float(rng.uniform(0, 2 * math.pi))
         for _ in range(2):
             # Base pitch kept on the 0.05 Hz grid, detuned by 1..6 grid steps (0.05-0.3 Hz).
-            f = round(DRONE_ROOT_HZ * ratio / q) * q + q * int(rng.integers(1, 7)) * rng.choice((-1, 1))
+            detune = q * int(rng.integers(1, 7)) * int(rng.choice((-1, 1)))
+            f = round(DRONE_ROOT_HZ * ratio / q) * q + detune
             p = float(rng.uniform(0, 2 * math.pi))
-            terms.append(f"{amp / 2:.4f}*sin(2*PI*{f:.4f}*t+{p:.4f})*(0.65+0.35*sin(2*PI*{lfo:.4f}*t+{phase:.4f}))")
+            terms.append(f"{amp / 2:.4f}*sin(2*PI*{f:.4f}*t+{p:.4f})"
+                         f"*(0.65+0.35*sin(2*PI*{lfo:.4f}*t+{phase:.4f}))")
     return "+".join(terms)
 
 
-def generate_source(kind: str, samples: int, rate: int, channels: int, seed: int) -> tuple[np.ndarray, str]:
+def generate_source(kind: str, samples: int, rate: int, channels: int,
+                    seed: int) -> tuple[np.ndarray, str]:
     """A generated bed ``[channels, samples]`` float32 and a line saying what it is.
 
     ``kind``: "pink noise" / "brown noise" / "white noise" (ffmpeg ``anoisesrc``, one generator
@@ -271,7 +278,8 @@ def fade_gain(samples: int, rate: int, fade_in_s: float, fade_out_s: float,
         g[:n_in] = (np.arange(n_in, dtype=np.float64) / n_in).astype(np.float32)
     n_out = min(int(round(fade_out_s * rate)), end)
     if n_out > 0:
-        g[end - n_out:end] *= ((n_out - 1 - np.arange(n_out, dtype=np.float64)) / n_out).astype(np.float32)
+        ramp = (n_out - 1 - np.arange(n_out, dtype=np.float64)) / n_out
+        g[end - n_out:end] *= ramp.astype(np.float32)
     g[end:] = 0.0
     return g
 
@@ -358,7 +366,8 @@ def make_bed_mix(voice: dict, settings: BedSettings, music: dict | None = None,
             raise MediaError(f"{name}: must be a finite number{'' if signed else ' >= 0'}, "
                              f"got {value!r}")
     if video_seconds is not None and not (math.isfinite(video_seconds) and video_seconds > 0):
-        raise MediaError(f"video: its duration must be a positive number of seconds, got {video_seconds!r}")
+        raise MediaError("video: its duration must be a positive number of seconds, "
+                         f"got {video_seconds!r}")
     if s.source == "music input" and music is None:
         raise MediaError("source is 'music input' but nothing is connected to the 'music' input: "
                          "connect an AUDIO to 'music' or pick a generated source (pink noise, "
@@ -377,7 +386,8 @@ def make_bed_mix(voice: dict, settings: BedSettings, music: dict | None = None,
         notes.append(f"music input connected but source is '{s.source}': the music is not used")
 
     rate = mix_rate(voice_rate)
-    channels = 2 if voice_wave.shape[0] >= 2 or (music_wave is not None and music_wave.shape[0] >= 2) else 1
+    stereo = voice_wave.shape[0] >= 2 or (music_wave is not None and music_wave.shape[0] >= 2)
+    channels = 2 if stereo else 1
     if voice_rate != rate:
         notes.append(f"voice resampled {voice_rate} -> {rate} Hz")
     voice_wave, how = mix_channels(resample(voice_wave, voice_rate, rate), channels)
@@ -412,9 +422,10 @@ def make_bed_mix(voice: dict, settings: BedSettings, music: dict | None = None,
         mw = mw.numpy().astype(np.float32, copy=False)
         if s.fit == "loop":
             bed, loops = loop_to_length(mw, total, int(round(LOOP_CROSSFADE_SECONDS * rate)))
+            seam_ms = 1000 * min(LOOP_CROSSFADE_SECONDS, mw.shape[-1] / rate / 4)
             notes.append(f"music {mw.shape[-1] / rate:.2f} s, "
-                         + (f"looped: {loops} plays with {min(LOOP_CROSSFADE_SECONDS, mw.shape[-1] / rate / 4) * 1000:.0f} ms "
-                            "crossfades" if loops > 1 else "trimmed to length"))
+                         + (f"looped: {loops} plays with {seam_ms:.0f} ms crossfades" if loops > 1
+                            else "trimmed to length"))
         else:
             bed, loops = mw[:, :total].copy(), 1  # scaled in place below: never the caller's
             if mw.shape[-1] < total:
@@ -477,7 +488,8 @@ def make_bed_mix(voice: dict, settings: BedSettings, music: dict | None = None,
     else:
         from ..media import normalize_loudness
 
-        mixed, line = normalize_loudness(torch.from_numpy(pre), rate, s.target_lufs, PEAK_CEILING_DB)
+        mixed, line = normalize_loudness(torch.from_numpy(pre), rate, s.target_lufs,
+                                         PEAK_CEILING_DB)
         out = mixed.numpy()
         notes.append(line)
     tick()
@@ -507,7 +519,9 @@ def make_bed_mix(voice: dict, settings: BedSettings, music: dict | None = None,
     def bed_dbfs(mask: np.ndarray) -> float | None:
         count = float((ends - starts)[mask].sum()) * out.shape[0]
         energy = float(power[mask].sum())
-        return None if count == 0 else (10 * math.log10(energy / count) if energy > 0 else -math.inf)
+        if count == 0:
+            return None
+        return 10 * math.log10(energy / count) if energy > 0 else -math.inf
 
     result = BedResult(
         wave=torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)), rate=rate,
