@@ -19,6 +19,7 @@ flows) and one blend-mask logit. The result blends both frames warped by the fin
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -157,18 +158,34 @@ class Head(nn.Module):
         return self.cnn3(x)
 
 
+@lru_cache(maxsize=4)
+def _base_grid(height: int, width: int, device: torch.device) -> torch.Tensor:
+    """Normalised sampling positions of every pixel, ``[1,H,W,2]`` float32 (x, y in -1..1)."""
+    xs = torch.linspace(-1.0, 1.0, width, device=device, dtype=torch.float32)
+    ys = torch.linspace(-1.0, 1.0, height, device=device, dtype=torch.float32)
+    return torch.stack((xs.view(1, width).expand(height, width),
+                        ys.view(height, 1).expand(height, width)), dim=-1)[None]
+
+
+def flow_grid(flow: torch.Tensor) -> torch.Tensor:
+    """The grid_sample grid ``[B,H,W,2]`` (float32) of a backward flow ``[B,2,H,W]`` (x, y in
+    pixels). Built in float32: fp16 positions would lose sub-pixel precision at 1080p."""
+    _, _, h, w = flow.shape
+    # Pixels to normalised coordinates with align_corners=True: 2 / (size - 1).
+    per_pixel = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=flow.device)
+    return torch.addcmul(_base_grid(h, w, flow.device), flow.permute(0, 2, 3, 1).float(),
+                         per_pixel)
+
+
+def sample(image: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """``image`` ``[B,C,H,W]`` read at ``grid`` (`flow_grid`), bilinear, clamped to the border."""
+    return F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode="border",
+                         align_corners=True)
+
+
 def backward_warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """Sample ``image`` ``[B,C,H,W]`` at each pixel plus ``flow`` ``[B,2,H,W]`` (x, y in pixels),
-    bilinear, clamped to the border. The grid is built in float32 and cast to the image dtype
-    (fp16 sampling positions would lose sub-pixel precision at 1080p)."""
-    b, _, h, w = flow.shape
-    xs = torch.linspace(-1.0, 1.0, w, device=flow.device, dtype=torch.float32)
-    ys = torch.linspace(-1.0, 1.0, h, device=flow.device, dtype=torch.float32)
-    # Pixels to normalised [-1, 1] coordinates with align_corners=True: 2 / (size - 1).
-    gx = xs.view(1, 1, w) + flow[:, 0].float() * (2.0 / max(w - 1, 1))
-    gy = ys.view(1, h, 1) + flow[:, 1].float() * (2.0 / max(h - 1, 1))
-    grid = torch.stack((gx, gy), dim=-1).to(image.dtype)
-    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    """Sample ``image`` ``[B,C,H,W]`` at each pixel plus ``flow`` ``[B,2,H,W]`` (in pixels)."""
+    return sample(image, flow_grid(flow))
 
 
 class IFNet(nn.Module):
@@ -214,7 +231,7 @@ class IFNet(nn.Module):
         feats0 = feats1 = None
         if cfg.encoder != "none":
             feats0, feats1 = self.encode(img0), self.encode(img1)
-        flow = mask = None
+        flow = mask = grid0 = grid1 = None
         warped0, warped1 = img0, img1
         for block, block_scale in zip(self.blocks, BLOCK_SCALES):
             step_scale = block_scale / scale
@@ -223,13 +240,12 @@ class IFNet(nn.Module):
                 flow, mask = block(parts, None, step_scale)
             else:
                 parts = [warped0, warped1]
-                if feats0 is not None:
-                    parts += [backward_warp(feats0, flow[:, :2]),
-                              backward_warp(feats1, flow[:, 2:4])]
+                if feats0 is not None:  # warped by the same flow as the frames: same grids
+                    parts += [sample(feats0, grid0), sample(feats1, grid1)]
                 delta, new_mask = block(parts + [t, mask], flow, step_scale)
                 flow = flow + delta
                 mask = mask + new_mask if cfg.mask_residual else new_mask
-            warped0 = backward_warp(img0, flow[:, :2])
-            warped1 = backward_warp(img1, flow[:, 2:4])
+            grid0, grid1 = flow_grid(flow[:, :2]), flow_grid(flow[:, 2:4])
+            warped0, warped1 = sample(img0, grid0), sample(img1, grid1)
         weight = torch.sigmoid(mask)
         return warped0 * weight + warped1 * (1 - weight)

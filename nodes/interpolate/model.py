@@ -48,6 +48,7 @@ class RIFEModel:
 
 
 def list_rife_models() -> list[str]:
+    """Checkpoint names in the frame_interpolation folder(s), for the loader's dropdown."""
     return runtime.list_models(FOLDER, SUFFIXES)
 
 
@@ -172,6 +173,7 @@ def build_model(state_dict: dict[str, torch.Tensor], name: str = "model") -> IFN
 
 
 def load_rife_file(path: str, name: str | None = None) -> RIFEModel:
+    """A checkpoint file as a `RIFEModel` (no cache); `RIFEModelError` when it is not one."""
     name = name or os.path.basename(path)
     return RIFEModel(net=build_model(read_state_dict(path, name), name), name=name, path=path)
 
