@@ -119,8 +119,7 @@ def apply_transitions(video: SpinBotVideo, transition: str, duration_seconds: fl
 
     Returns ``(video, report)``. Raises MediaError for an unknown transition, a negative or
     non-finite duration, a segment without a start time, a video whose frames are gone from the
-    store; `runtime.Interrupted`
-    (or ComfyUI's) on Cancel, leaving no half-written chunk."""
+    store; `runtime.Interrupted` (or ComfyUI's) on Cancel, leaving no half-written chunk."""
     if transition not in TRANSITIONS:
         raise MediaError(f"unknown transition {transition!r}; choose one of "
                          f"{', '.join(TRANSITIONS)}")
