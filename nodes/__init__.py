@@ -14,11 +14,14 @@ def _load_nodes() -> None:
     """Import every stage's node module, merge their mappings and register the model folders."""
     from . import metrics, runtime
     from .audio import nodes_audio
+    from .dubbing import nodes_dubbing
+    from .identity import nodes_identity
     from .image import nodes_image
     from .interpolate import nodes_interpolate
     from .lipsync import nodes_lipsync
     from .motion import nodes_motion
     from .overlay import nodes_overlay
+    from .restore import nodes_restore
     from .scene import nodes_scene
     from .script import nodes_script
     from .upscale import nodes_upscale
@@ -28,7 +31,8 @@ def _load_nodes() -> None:
     classes: dict[str, type] = {}
     names: dict[str, str] = {}
     for module in (nodes_video, nodes_upscale, nodes_script, nodes_image, nodes_motion, nodes_voice,
-                   nodes_lipsync, nodes_scene, nodes_overlay, nodes_audio, nodes_interpolate):
+                   nodes_lipsync, nodes_scene, nodes_overlay, nodes_audio, nodes_interpolate,
+                   nodes_identity, nodes_dubbing, nodes_restore):
         classes.update(module.NODE_CLASS_MAPPINGS)
         names.update(module.NODE_DISPLAY_NAME_MAPPINGS)
     # Every node's main function runs as a metrics stage (time, peak RAM/VRAM, frames) of its run.
