@@ -160,11 +160,19 @@ def test_audio_sets_the_length_and_is_carried():
     assert video.audio is audio and len(video.segments) == 2
 
 
-def test_one_image_serves_every_segment_and_auto_alternates_paths():
-    video, report = run(marker_still(W / 2, H / 2), segments=segs(0, 1, 2, 3, 4, 5))
+def test_auto_cycles_paths_over_images_and_never_jumps_on_one_image():
+    video, report = run(marker_still(W / 2 - 20, H / 2 - 10), segments=segs(0, 1, 2, 3, 4))
     paths = [line.rsplit(", ", 1)[1] for line in report.splitlines() if "segment " in line]
-    assert paths == ["push in", "pan right", "pull out", "pan left", "push in"]
+    assert paths == ["push in", "pull out", "push in", "pull out"]
     assert "image 0" in report and "image 1" not in report
+    # One image: each segment starts where the one before ended (no jump at the boundaries).
+    pos = centroids(video.read())
+    steps = np.hypot(*np.diff(pos, axis=0).T)
+    assert steps.max() < 0.4, steps.max()  # measured 0.22 px; the 4-path cycle jumps 15 px
+    stills = torch.cat([marker_still(W / 2, H / 2)] * 4)
+    _, report = run(stills, segments=segs(0, 1, 2, 3, 4, 5)[:4])
+    paths = [line.rsplit(", ", 1)[1] for line in report.splitlines() if "segment " in line]
+    assert paths == ["push in", "pan right", "pull out", "pan left"]
 
 
 def test_several_images_without_segments_share_the_length_and_get_segments():

@@ -13,7 +13,9 @@ instead of stepping a pixel at a time. Paths, for ``zoom`` z and eased progress 
   travels the whole margin ``1-s`` in that direction: "pan left" moves the camera left, so the
   picture slides right. With zoom 0 there is no margin and a pan stands still.
 * static: the whole cover-fitted still, no motion.
-* auto: push in, pan right, pull out, pan left, ... one per segment in turn.
+* auto: push in, pan right, pull out, pan left, ... one per segment in turn when each segment
+  has its own image (a cut anyway); with one image for every segment, push in and pull out
+  alternate, so each segment starts where the last one ended and the camera never jumps.
 
 Easing maps a segment's time t (0 at its first frame, 1 at its last) to p: "ease in-out" is the
 cosine curve ``(1 - cos(pi t)) / 2`` (starts and stops at zero speed), "linear" is ``t``, "ease
@@ -37,6 +39,7 @@ from .timing import boundaries, total_frames
 
 MOTIONS = ("auto", "push in", "pull out", "pan left", "pan right", "pan up", "pan down", "static")
 AUTO_CYCLE = ("push in", "pan right", "pull out", "pan left")
+AUTO_ONE_IMAGE = ("push in", "pull out")  # continuous: each ends where the next starts
 EASINGS = ("ease in-out", "linear", "ease out")
 # Output frames rendered per grid_sample call: ~96 MB of float32 output at any size (4 frames
 # of 1080p), so memory stays a few frames whatever the video's length.
@@ -57,13 +60,17 @@ def ease(easing: str, t: np.ndarray) -> np.ndarray:
     raise MediaError(f"unknown easing {easing!r}; choose one of {', '.join(EASINGS)}")
 
 
-def resolve_motion(motion: str, segment: int) -> str:
-    """The path segment ``segment`` uses: ``motion`` itself, or the auto cycle's entry.
+def resolve_motion(motion: str, segment: int, one_image: bool = False) -> str:
+    """The path segment ``segment`` uses: ``motion`` itself, or for "auto" the entry of
+    `AUTO_CYCLE` (`AUTO_ONE_IMAGE` when ``one_image`` serves every segment).
 
     Raises MediaError for an unknown motion name."""
     if motion not in MOTIONS:
         raise MediaError(f"unknown motion {motion!r}; choose one of {', '.join(MOTIONS)}")
-    return AUTO_CYCLE[segment % len(AUTO_CYCLE)] if motion == "auto" else motion
+    if motion != "auto":
+        return motion
+    cycle = AUTO_ONE_IMAGE if one_image else AUTO_CYCLE
+    return cycle[segment % len(cycle)]
 
 
 def window(path: str, p: np.ndarray, zoom: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -253,7 +260,7 @@ def camera_motion(images: torch.Tensor, fps: float, width: int, height: int, mot
         picks = list(range(count))
     cuts = boundaries(starts, fps, total)
     width, height = output_size(width, height, img_h, img_w)
-    plan = [(cuts[k], cuts[k + 1], resolve_motion(motion, k), picks[k])
+    plan = [(cuts[k], cuts[k + 1], resolve_motion(motion, k, one_image=count == 1), picks[k])
             for k in range(len(picks))]
     if segs:
         seg_dicts = [s.to_dict() for s in segs]

@@ -52,8 +52,10 @@ class SpinBotCameraMotion:
                                    "aspect when width is set)."}),
                 "motion": (list(MOTIONS), {"default": "auto", "tooltip":
                            "Camera path of every segment. auto: push in, pan right, pull out, "
-                           "pan left, ... in turn. 'pan left' moves the camera left (the "
-                           "picture slides right). static: the whole image, still."}),
+                           "pan left, ... in turn (one image for all segments: push in and pull "
+                           "out alternate, so the camera never jumps). 'pan left' moves the "
+                           "camera left (the picture slides right). static: the whole image, "
+                           "still."}),
                 "zoom": ("FLOAT", {"default": 0.15, "min": 0.0, "max": 10.0, "step": 0.01,
                                    "tooltip": "How far the camera moves: push in / pull out "
                                    "magnify by 1+zoom over a segment; pans view the image "
