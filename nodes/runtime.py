@@ -178,6 +178,16 @@ def output_dir() -> str:
     return path
 
 
+def input_dir() -> str:
+    """ComfyUI's input folder (where LoadImage/LoadAudio read uploads), an absolute path.
+
+    Standalone ``SPINBOT_INPUT_DIR`` or ``./input``. Not created: readers report a missing one.
+    """
+    if IN_COMFYUI:
+        return os.path.abspath(_folder_paths.get_input_directory())
+    return os.path.abspath(os.environ.get("SPINBOT_INPUT_DIR", "input"))
+
+
 def temp_dir() -> str:
     """The folder for intermediate files (created if missing), an absolute path.
 
