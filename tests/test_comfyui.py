@@ -310,23 +310,45 @@ def _workflow_sets(name: str, tmp_path, ollama_url: str | None) -> list[str]:
     if name == "story":
         return sets + ['Story Image.size_preset="custom"', "Story Image.width=64", "Story Image.height=64",
                        "Story Image.steps=2", "SVD.width=64", "SVD.height=64", "SVD.steps=2", "SVD.frames=4"]
+    if name == "quote":
+        return sets + ['Quote.narration="Small steps every day. They add up."',
+                       'Quote Image.size_preset="custom"', "Quote Image.width=64",
+                       "Quote Image.height=96", "Quote Image.steps=2"]
+    if name == "narrated":
+        return sets + [f"Script.host={json.dumps(ollama_url)}", "Script.target_seconds=6",
+                       'Identity LoRA.lora_1="spinbot-identity-sd15.safetensors"',
+                       'Scene Images.size_preset="custom"', "Scene Images.width=96",
+                       "Scene Images.height=64", "Scene Images.steps=2"]
     raise KeyError(name)
+
+
+# The frame rate each shipped workflow asks for (Camera Motion's fps, SVD's 8 fps x RIFE's 3).
+WORKFLOW_FPS = {"quote": 30, "narrated": 24, "story": 24}
 
 
 @pytest.mark.parametrize("name", [n[:-5] for n in UI_NAMES if n != "photo_with_audio.json"])
 def test_shipped_workflow_renders_through_the_client(comfy, tmp_path, name):
     """Each API workflow, queued by the pack's client on the tiny model folder, gives an MP4 that
-    decodes with audio and subtitles as long as the video."""
-    from tests.fake_ollama import FakeOllama
+    decodes with audio as long as the video, subtitles (the quote is on screen instead), and the
+    24-30 fps the workflow asks for. The test Ollama answers whichever script is asked for: one
+    stage (guided) or a scene per sentence (narrated)."""
+    from tests.fake_ollama import FakeOllama, script_reply
 
-    reply = json.dumps({"stage": "a bright studio, a person looking at the camera",
-                        "narrative": "Hello from the guided workflow. Thanks for watching."})
+    reply = script_reply(["Hello from the SpinBot workflows.", "Thanks for watching."],
+                         stage="a bright studio, a person looking at the camera")
     with FakeOllama(replies=[reply]) as ollama:
         run = _client_run(comfy, name, _workflow_sets(name, tmp_path, ollama.url), tmp_path / "renders")
+        asked = [bool(chat.get("format", {}).get("properties", {}).get("scenes")) for chat in ollama.chats]
     assert run.returncode == 0, run.stderr + comfy.log()
     paths = run.stdout.split()
     assert len(paths) == 1 and paths[0].endswith(".mp4"), run.stdout
     p = probe(paths[0])
-    assert p.video_frames > 0 and p.audio_seconds is not None and p.subtitles
+    assert p.video_frames > 0 and p.audio_seconds is not None
     assert abs(p.audio_seconds - p.video_seconds) <= 1 / p.fps
-    assert p.subtitles[-1][1] <= p.video_seconds + 1 / p.fps
+    if name == "quote":
+        assert not p.subtitles
+    else:
+        assert p.subtitles and p.subtitles[-1][1] <= p.video_seconds + 1 / p.fps
+    if name in WORKFLOW_FPS:
+        assert 24 <= p.fps <= 30 and p.fps == pytest.approx(WORKFLOW_FPS[name])
+    assert asked == {"guided": [False], "narrated": [True]}.get(name, [])

@@ -29,6 +29,7 @@ VOCODER = "vocos-mel-24khz"
 WAV2LIP = "wav2lip_gan.pth"
 DETECTOR = "buffalo_l"
 UPSCALER = "realesr-general-x4v3.pth"
+RIFE = "rife47.pth"
 REFERENCE_TEXT = "Some call me nature, others call me mother nature."
 
 VOICE_NOTE = ("Voice reference: 5-12 s of your own clean speech (LoadAudio), and its exact words in "
@@ -149,29 +150,154 @@ def story() -> Graph:
         Node(9, "SpinBotSVD", "SVD", (1600, 320), (360, 640),
              {"width": 1024, "height": 576},
              {"svd_model": (8, 0), "image": (7, 0), "segments": (4, 1), "audio": (4, 0)}),
-        Node(10, "SpinBotSubtitles", "Subtitles", (2000, 560), (340, 160), {}, {"segments": (4, 1)}),
-        Node(11, "SpinBotVideoCombine", "Video Combine", (2000, 80), (380, 460),
+        Node(10, "SpinBotSubtitles", "Subtitles", (2440, 620), (340, 160), {}, {"segments": (4, 1)}),
+        Node(11, "SpinBotVideoCombine", "Video Combine", (2440, 80), (380, 500),
              {"filename_prefix": "SpinBot/story", "crf": 16, "preset": "slow"},
-             {"video": (9, 0), "subtitles": (10, 0)}),
-        note(12, "Story mode: a faceless narrated video.\n\n"
+             {"video": (14, 0), "audio": (15, 0), "subtitles": (10, 0)}),
+        note(12, "Story mode: a faceless narrated video at 24 fps with music under the voice.\n\n"
                  "1. Story: the narration, split into sentences; the scene prompt sets the look "
                  "(each sentence's words are added to it, one image per sentence).\n"
                  f"2. {VOICE_NOTE}\n"
                  "3. SDXL base + refiner paint one scene per sentence; SVD animates each scene "
-                 "while its sentence is spoken (clips chained to cover it).\n"
-                 "4. Video Combine writes output/SpinBot/story_00001_.mp4 (crf 16) with the "
-                 "narration and subtitles.\n\n"
+                 "while its sentence is spoken (clips chained to cover it) at 8 fps.\n"
+                 "4. Frame Interpolation (RIFE) makes three frames of each SVD frame: 24 fps, "
+                 "the same length; scene changes are cut, never blended.\n"
+                 "5. Music Bed: a generated drone under the voice, lowered while it speaks "
+                 "(your own music: add a Load Audio node, connect it to 'music' and set source "
+                 "to 'music input').\n"
+                 "6. Video Combine writes output/SpinBot/story_00001_.mp4 (crf 16) with the "
+                 "mix and subtitles.\n\n"
                  "Model files (python install.py --models story): models/checkpoints/"
                  "sd_xl_base_1.0.safetensors, sd_xl_refiner_1.0.safetensors, svd_xt.safetensors, "
-                 f"models/tts/{F5_MODEL} + vocab.txt, models/tts/{VOCODER}/.", (40, 1120), (700, 360)),
+                 f"models/frame_interpolation/{RIFE}, "
+                 f"models/tts/{F5_MODEL} + vocab.txt, models/tts/{VOCODER}/.", (40, 1120), (700, 420)),
+        Node(13, "SpinBotFrameInterpolationModel", "RIFE Model", (2000, 80), (380, 120),
+             {"model_name": RIFE}),
+        Node(14, "SpinBotFrameInterpolation", "Frame Interpolation", (2000, 240), (380, 260),
+             {"multiplier": 3}, {"video": (9, 0), "rife_model": (13, 0), "segments": (4, 1)}),
+        Node(15, "SpinBotAudioBed", "Music Bed", (2000, 560), (380, 480),
+             {"source": "drone", "bed_level_db": -20.0}, {"voice": (4, 0), "video": (14, 0)}),
     ]
     return Graph("story", nodes, [
         Group("Story", (20, 10, 400, 480), C["script"]),
         Group("Voice", (20, 510, 760, 580), C["voice"]),
         Group("Scenes", (800, 10, 780, 700), C["image"]),
         Group("Motion", (1580, 10, 400, 980), C["motion"]),
-        Group("Output", (1980, 10, 420, 740), C["output"]),
+        Group("24 fps and music", (1980, 10, 420, 1060), C["upscale"]),
+        Group("Output", (2420, 10, 420, 780), C["output"]),
     ])
 
 
-GRAPHS = [photo_with_audio, direct, guided, story]
+QUOTE = ("The best time to plant a tree was twenty years ago. The second best time is now.")
+
+
+def quote() -> Graph:
+    """A spoken quote over a themed image: slow push-in, the quote on screen, music under it."""
+    nodes = [
+        Node(1, "SpinBotDirectScript", "Quote", (40, 80), (360, 380),
+             {"narration": QUOTE,
+              "scene_prompt": "a lone oak tree on a green hill at sunrise, golden light, mist in "
+                              "the valley below, cinematic, highly detailed"}),
+        *_voice_nodes(2, 40, 580, (1, 2)),
+        Node(5, "SpinBotImageModel", "Image Model", (820, 80), (340, 180),
+             {"checkpoint": "v1-5-pruned-emaonly.safetensors"}),
+        Node(6, "SpinBotStageImage", "Quote Image", (1200, 80), (360, 600),
+             {"size_preset": "portrait 9:16",
+              "negative": "blurry, deformed, watermark, text, letters, signature"},
+             {"image_model": (5, 0), "prompt": (1, 0)}),
+        Node(7, "SpinBotCameraMotion", "Camera Motion", (1600, 80), (360, 380),
+             {"fps": 30.0, "motion": "push in", "zoom": 0.12},
+             {"images": (6, 0), "audio": (4, 0)}),
+        Node(8, "SpinBotTextOverlay", "Quote Text", (1600, 500), (360, 520),
+             {"font_size": 0.055, "wrap_width": 0.82, "fade_in_seconds": 0.8,
+              "fade_out_seconds": 0.8},
+             {"video": (7, 0), "text": (1, 1)}),
+        Node(9, "SpinBotAudioBed", "Music Bed", (2000, 80), (380, 480),
+             {"source": "drone", "bed_level_db": -20.0}, {"voice": (4, 0), "video": (8, 0)}),
+        Node(10, "SpinBotVideoCombine", "Video Combine", (2000, 680), (380, 500),
+             {"filename_prefix": "SpinBot/quote"}, {"video": (8, 0), "audio": (9, 0)}),
+        note(11, "Quote mode: a spoken quote over a themed image, the quote on screen, music "
+                 "under the voice.\n\n"
+                 "1. Quote: the words, typed once: they are spoken and shown on screen. The scene "
+                 "prompt sets the picture's theme.\n"
+                 f"2. {VOICE_NOTE}\n"
+                 "3. Quote Image: SD 1.5 paints the scene (portrait 9:16); Camera Motion pushes "
+                 "in slowly for exactly as long as the quote is spoken, at 30 fps.\n"
+                 "4. Quote Text: the quote in the centre, faded in and out (font, size, "
+                 "position, outline there).\n"
+                 "5. Music Bed: a generated drone under the voice, lowered while it speaks. Your "
+                 "own music: add a Load Audio node, connect it to 'music' and set source to "
+                 "'music input'.\n"
+                 "6. Video Combine writes output/SpinBot/quote_00001_.mp4.\n\n"
+                 "Model files (python install.py --models quote): models/checkpoints/"
+                 f"v1-5-pruned-emaonly.safetensors, models/tts/{F5_MODEL} + vocab.txt, "
+                 f"models/tts/{VOCODER}/.", (40, 1120), (700, 420)),
+    ]
+    return Graph("quote", nodes, [
+        Group("Quote", (20, 10, 400, 480), C["script"]),
+        Group("Voice", (20, 510, 760, 580), C["voice"]),
+        Group("Image", (800, 10, 780, 700), C["image"]),
+        Group("Camera and text", (1580, 10, 400, 1040), C["motion"]),
+        Group("Music", (1980, 10, 420, 580), C["upscale"]),
+        Group("Output", (1980, 610, 420, 600), C["output"]),
+    ])
+
+
+def narrated() -> Graph:
+    """A topic becomes a narrated video: one scene per sentence with the same character (identity
+    LoRA), camera motion, crossfades, music under the voice and subtitles."""
+    nodes = [
+        Node(1, "SpinBotScriptOllama", "Script", (40, 80), (360, 640),
+             {"topic": "Three lessons a travelling baker learned on the road",
+              "tone": "calm storyteller", "target_seconds": 30.0, "scenes": "scene per segment",
+              "character": "a young woman with short red hair, a green coat and a canvas "
+                           "backpack"},
+             {"trigger_word": (3, 1)}),
+        Node(2, "SpinBotImageModel", "Image Model", (440, 80), (340, 180),
+             {"checkpoint": "v1-5-pruned-emaonly.safetensors"}),
+        Node(3, "SpinBotIdentityLoRA", "Identity LoRA", (440, 300), (340, 260), {}, {"image_model": (2, 0)}),
+        Node(4, "SpinBotStageImage", "Scene Images", (820, 80), (360, 600),
+             {"size_preset": "landscape 16:9"},
+             {"image_model": (3, 0), "prompt": (1, 0), "segments": (7, 1)}),
+        *_voice_nodes(5, 440, 800, (1, 2)),
+        Node(8, "SpinBotCameraMotion", "Camera Motion", (1220, 80), (360, 380),
+             {"fps": 24.0, "motion": "auto", "zoom": 0.15},
+             {"images": (4, 0), "segments": (7, 1), "audio": (7, 0)}),
+        Node(9, "SpinBotTransitions", "Transitions", (1220, 500), (360, 160),
+             {"transition": "crossfade", "duration_seconds": 0.6}, {"video": (8, 0)}),
+        Node(10, "SpinBotAudioBed", "Music Bed", (1620, 80), (380, 480),
+             {"source": "drone", "bed_level_db": -20.0}, {"voice": (7, 0), "video": (9, 0)}),
+        Node(11, "SpinBotSubtitles", "Subtitles", (1620, 620), (380, 160), {}, {"segments": (7, 1)}),
+        Node(12, "SpinBotVideoCombine", "Video Combine", (2040, 80), (380, 500),
+             {"filename_prefix": "SpinBot/narrated"},
+             {"video": (9, 0), "audio": (10, 0), "subtitles": (11, 0)}),
+        note(13, "Narrated mode: a topic -> a script with one scene per sentence -> one picture "
+                 "per scene with the same character -> camera motion, crossfades, music and "
+                 "subtitles.\n\n"
+                 "1. Script: the topic and the character (the same words go into every scene "
+                 "prompt). Ollama must run (ollama serve; ollama pull qwen2.5:7b). It writes the "
+                 "narration and one image prompt per sentence.\n"
+                 "2. Identity LoRA: your LoRA from models/loras (its trigger word goes into "
+                 "every scene); 'none' uses the base model only.\n"
+                 f"3. {VOICE_NOTE}\n"
+                 "4. Scene Images paints one picture per spoken sentence; Camera Motion moves "
+                 "over each while its sentence is spoken (24 fps); Transitions crossfades "
+                 "between them.\n"
+                 "5. Music Bed: a generated drone under the voice (your own music: add a Load "
+                 "Audio node, connect it to 'music' and set source to 'music input').\n"
+                 "6. Video Combine writes output/SpinBot/narrated_00001_.mp4 with subtitles.\n\n"
+                 "Model files (python install.py --models narrated): models/checkpoints/"
+                 f"v1-5-pruned-emaonly.safetensors, models/tts/{F5_MODEL} + vocab.txt, "
+                 f"models/tts/{VOCODER}/.", (40, 800), (360, 820)),
+    ]
+    return Graph("narrated", nodes, [
+        Group("Script", (20, 10, 400, 740), C["script"]),
+        Group("Scenes", (420, 10, 780, 700), C["image"]),
+        Group("Voice", (420, 730, 740, 560), C["voice"]),
+        Group("Motion", (1200, 10, 400, 680), C["motion"]),
+        Group("Music and subtitles", (1600, 10, 420, 800), C["upscale"]),
+        Group("Output", (2020, 10, 420, 600), C["output"]),
+    ])
+
+
+GRAPHS = [photo_with_audio, direct, guided, story, quote, narrated]
