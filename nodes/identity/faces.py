@@ -29,7 +29,7 @@ EMBEDDING_SIZE = 512  # ArcFace r50/r100 releases: one 512-d feature per face
 RECOGNITION_FILES = ("w600k_r50.onnx", "glintr100.onnx")  # buffalo_l, antelopev2
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Face:
     """One detected face: ``box`` (x1, y1, x2, y2 in pixels), detector ``score``, ``kps`` float32
     [5,2] (eyes, nose, mouth corners; None when the detector gives none) and ``embedding`` float32
@@ -97,18 +97,39 @@ class InsightFaceRecognizer(InsightFaceDetector):
         ctx_id = 0 if providers[0] == "CUDAExecutionProvider" else -1
         self.analysis.prepare(ctx_id=ctx_id, det_thresh=det_thresh, det_size=(det_size, det_size))
 
+    def _detections(self, frame: np.ndarray) -> tuple[np.ndarray, list]:
+        """BGR frame and insightface ``Face`` objects (box, score, keypoints) of its faces."""
+        from insightface.app.common import Face as InsightFace
+
+        bgr = np.ascontiguousarray(as_rgb_uint8(frame)[..., ::-1])  # insightface wants BGR
+        # The detector alone (FaceAnalysis.get would embed every face, also for detect()).
+        bboxes, kpss = self.analysis.det_model.detect(bgr, max_num=0, metric="default")
+        found = [InsightFace(bbox=bboxes[i, :4], kps=None if kpss is None else kpss[i],
+                             det_score=bboxes[i, 4]) for i in range(bboxes.shape[0])]
+        return bgr, found
+
+    def _embed(self, bgr: np.ndarray, face) -> Face:
+        # ArcFaceONNX.get aligns with the 5 keypoints (face_align.norm_crop, 112x112) and embeds.
+        emb = self.analysis.models["recognition"].get(bgr, face)
+        kps = None if face.kps is None else np.asarray(face.kps, dtype=np.float32).reshape(5, 2)
+        return Face(box=tuple(float(v) for v in face.bbox[:4]), score=float(face.det_score),
+                    kps=kps, embedding=normalise(emb))
+
+    def detect(self, frame: np.ndarray) -> list[Box]:
+        return [(*map(float, f.bbox[:4]), float(f.det_score)) for f in self._detections(frame)[1]]
+
     def embed(self, frame: np.ndarray) -> list[Face]:
         """Every face of ``frame`` (uint8 ``[H,W,3]`` RGB) with its L2-normalised embedding."""
-        frame = as_rgb_uint8(frame)
-        bgr = np.ascontiguousarray(frame[..., ::-1])  # insightface follows OpenCV: BGR in
-        faces = []
-        for f in self.analysis.get(bgr):
-            if getattr(f, "embedding", None) is None:
-                continue
-            kps = None if f.kps is None else np.asarray(f.kps, dtype=np.float32).reshape(5, 2)
-            faces.append(Face(box=tuple(float(v) for v in f.bbox[:4]), score=float(f.det_score),
-                              kps=kps, embedding=normalise(f.embedding)))
-        return faces
+        bgr, found = self._detections(frame)
+        return [self._embed(bgr, f) for f in found]
+
+    def embed_largest(self, frame: np.ndarray) -> Face | None:
+        """The largest face of ``frame`` with its embedding (only that face is embedded)."""
+        bgr, found = self._detections(frame)
+        if not found:
+            return None
+        box_area = lambda f: float((f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]))  # noqa: E731
+        return self._embed(bgr, max(found, key=box_area))
 
 
 def _recognizer_bytes(recognizer: InsightFaceRecognizer, pack_dir: str) -> int:
@@ -159,9 +180,10 @@ def embed_largest(frames: Sequence[np.ndarray], recognizer: Recognizer) -> list[
     """The embedding (float32 [512], unit norm) of the largest face of each frame, None where a
     frame has no face. Checks Cancel between frames."""
     out: list[np.ndarray | None] = []
+    only_largest = getattr(recognizer, "embed_largest", None)
     for frame in frames:
         runtime.check_interrupted()
-        face = largest_face(recognizer.embed(frame))
+        face = only_largest(frame) if only_largest else largest_face(recognizer.embed(frame))
         out.append(None if face is None else face.embedding)
     return out
 
