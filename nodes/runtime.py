@@ -37,7 +37,8 @@ CORE_MODEL_FOLDERS = (
     "checkpoints", "loras", "upscale_models", "diffusion_models", "text_encoders",
     "clip_vision", "vae", "audio_encoders", "diffusers",
 )
-PACK_MODEL_FOLDERS = ("tts", "lipsync", "insightface", "whisper", "fonts", "frame_interpolation")
+PACK_MODEL_FOLDERS = ("tts", "lipsync", "insightface", "whisper", "fonts", "frame_interpolation",
+                      "facerestore_models")
 MODEL_EXTENSIONS = {
     ".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".onnx", ".json", ".txt", ".yaml",
 }
