@@ -34,6 +34,20 @@ def vocoder_choices() -> list[str]:
     return names or [DEFAULT_VOCODER]
 
 
+def model_paths(model: str, vocoder: str) -> tuple[str, str]:
+    """(F5 checkpoint path, Vocos folder) of the two dropdown choices; raises MissingModelError
+    naming the file (and its download) when the checkpoint, its vocab.txt or the vocoder's
+    config/weights are not installed."""
+    f5_path = require_model(FOLDER, model)
+    vocab = os.path.join(os.path.dirname(f5_path), "vocab.txt")
+    if not os.path.exists(vocab):
+        require_model(FOLDER, os.path.join(os.path.dirname(model), "vocab.txt").replace("\\", "/"))
+    require_model(FOLDER, f"{vocoder}/config.yaml")
+    vocos_dir = os.path.dirname(require_model(FOLDER, f"{vocoder}/pytorch_model.bin",
+                                              [f"{vocoder}/model.safetensors"]))
+    return f5_path, vocos_dir
+
+
 class SpinBotVoiceProfile:
     DESCRIPTION = ("Makes a reusable voice from about 5-12 s of someone speaking plus the words "
                    "they say. The clip is mixed to mono, resampled to 24 kHz, edge silence "
@@ -191,14 +205,7 @@ class SpinBotF5TTS:
         segs = tuple(s for s in segs if s.text.strip())
         if not segs:
             raise MediaError("SpinBot F5-TTS: nothing to say: type some text or connect segments")
-        f5_path = require_model(FOLDER, model)
-        vocab = os.path.join(os.path.dirname(f5_path), "vocab.txt")
-        if not os.path.exists(vocab):
-            require_model(FOLDER, os.path.join(os.path.dirname(model), "vocab.txt").replace("\\", "/"))
-        require_model(FOLDER, f"{vocoder}/config.yaml")
-        vocos_dir = os.path.dirname(require_model(FOLDER, f"{vocoder}/pytorch_model.bin",
-                                                  [f"{vocoder}/model.safetensors"]))
-        models = engine.get_models(f5_path, vocos_dir)
+        models = engine.get_models(*model_paths(model, vocoder))
         settings = engine.Settings(nfe_steps=int(nfe_steps), cfg_strength=float(cfg_strength),
                                    sway=float(sway_sampling), speed=float(speed), seed=int(seed),
                                    cross_fade=float(cross_fade), silence=float(silence))
