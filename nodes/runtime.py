@@ -205,6 +205,79 @@ def temp_dir() -> str:
     return path
 
 
+# --------------------------------------------------------------------------- core VIDEO
+#
+# ComfyUI's own VIDEO type (core LoadVideo's output, SaveVideo's input) is a
+# `comfy_api.latest.Input.Video` (VideoInput): VideoFromFile over a file or BytesIO, or
+# VideoFromComponents over an IMAGE batch. Imported lazily: comfy_api exists only inside ComfyUI.
+# Standalone, `StandaloneFileVideo` stands in for VideoFromFile with the same methods.
+
+def _core_video_api():
+    """``(VideoInput, VideoFromFile)`` from comfy_api, or ``(None, None)`` without ComfyUI."""
+    try:
+        from comfy_api.latest import Input, InputImpl  # type: ignore[import-not-found]
+
+        return Input.Video, InputImpl.VideoFromFile
+    except Exception:  # noqa: BLE001 - standalone, or a ComfyUI older than comfy_api
+        return None, None
+
+
+class StandaloneFileVideo:
+    """A video file, with the methods of comfy_api's VideoFromFile the pack and tests use;
+    what `core_video_from_file` returns outside ComfyUI."""
+
+    def __init__(self, path: str):
+        self._path = path
+
+    def get_stream_source(self) -> str:
+        return self._path
+
+    def get_dimensions(self) -> tuple[int, int]:
+        import av
+
+        with av.open(self._path) as container:
+            stream = container.streams.video[0]
+            return stream.width, stream.height
+
+    def get_duration(self) -> float:
+        import av
+
+        with av.open(self._path) as container:
+            return float(container.duration / av.time_base)
+
+    def save_to(self, path: str, format=None, codec=None, metadata=None) -> None:  # noqa: A002
+        import shutil
+
+        shutil.copyfile(self._path, path)
+
+
+def is_core_video(value) -> bool:
+    """True for a core ComfyUI VIDEO (a comfy_api VideoInput) or a `StandaloneFileVideo`."""
+    if isinstance(value, StandaloneFileVideo):
+        return True
+    base, _file_cls = _core_video_api()
+    return base is not None and isinstance(value, base)
+
+
+def core_video_stream(value):
+    """The file path or BytesIO a core VIDEO is read from, or None when it has none of its own
+    (VideoFromComponents: frames in memory, which `get_stream_source` would re-encode)."""
+    if isinstance(value, StandaloneFileVideo):
+        return value.get_stream_source()
+    base, _file_cls = _core_video_api()
+    getter = getattr(type(value), "get_stream_source", None)
+    if getter is None or (base is not None and getter is base.get_stream_source):
+        return None
+    return value.get_stream_source()
+
+
+def core_video_from_file(path: str):
+    """A core VIDEO over the file at ``path`` (comfy_api's VideoFromFile inside ComfyUI, a
+    `StandaloneFileVideo` standalone)."""
+    _base, file_cls = _core_video_api()
+    return file_cls(path) if file_cls is not None else StandaloneFileVideo(path)
+
+
 # --------------------------------------------------------------------------- progress / cancel
 
 _interrupt = threading.Event()
@@ -249,6 +322,23 @@ class Progress:
             self._bar.update_absolute(self.current, self.total, preview)
         else:
             self._tqdm.update(n)
+
+    def text(self, text: str) -> None:
+        """A status line beside the bar (loss, ETA): ComfyUI's progress text under the running
+        node (`PromptServer.send_progress_text`, in ComfyUIs that have it), tqdm's postfix
+        standalone."""
+        if self._tqdm is not None:
+            self._tqdm.set_postfix_str(text, refresh=False)
+            return
+        try:
+            import server  # type: ignore[import-not-found]
+
+            instance = server.PromptServer.instance
+            node = getattr(instance, "last_node_id", None)
+            if node is not None and hasattr(instance, "send_progress_text"):
+                instance.send_progress_text(text, node)
+        except Exception:  # noqa: BLE001 - no server (ComfyUI used as a library)
+            pass
 
     def finish(self) -> None:
         """Fill the bar: work sized from an estimate (an LLM reply, a scheduler's step count)

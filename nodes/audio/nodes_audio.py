@@ -5,6 +5,7 @@ from collections import OrderedDict
 
 from .. import runtime
 from ..media import make_audio
+from ..video.load import VIDEO_INPUT, as_spinbot_video
 from ..video.store import SpinBotVideo, content_key
 from .bed import FITS, SOURCES, BedSettings, make_bed_mix
 
@@ -81,8 +82,9 @@ class SpinBotAudioBed:
                 "music": ("AUDIO", {"tooltip": "Music or ambience for source 'music input': any "
                                                "sample rate (resampled) and channel count (5.1 is "
                                                "downmixed to stereo)."}),
-                "video": ("SPINBOT_VIDEO", {"tooltip": "When connected, the mix is exactly as "
-                                                       "long as this video (frames / fps)."}),
+                "video": (VIDEO_INPUT, {"tooltip": "When connected (a SpinBot video or a core "
+                                                   "VIDEO), the mix is exactly as long as this "
+                                                   "video (frames / fps)."}),
             },
         }
 
@@ -97,6 +99,7 @@ class SpinBotAudioBed:
                                fade_out_seconds=float(fade_out_seconds), fit=fit,
                                target_lufs=float(target_lufs), tail_seconds=float(tail_seconds),
                                seed=int(seed))
+        video = as_spinbot_video(video)
         video_seconds = None if video is None else float(video.duration)
         # Only what the mix depends on: the music is not read by generated sources, and the video
         # only through its duration.

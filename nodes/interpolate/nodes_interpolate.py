@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .. import metrics, runtime
 from ..script.segments import SEGMENTS_TYPE
+from ..video.load import VIDEO_INPUT, as_spinbot_video
 from ..video.store import SpinBotVideo
 from .engine import MAX_MULTIPLIER, InterpolationSettings, interpolate_video
 from .model import DEFAULT_MODEL, FOLDER, list_rife_models, load_rife
@@ -74,7 +75,8 @@ class SpinBotFrameInterpolation:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "video": (VIDEO, {"tooltip": "The video to interpolate."}),
+                "video": (VIDEO_INPUT, {"tooltip": "The video to interpolate (a SpinBot video or a "
+                                                  "core VIDEO)."}),
                 "rife_model": (RIFE, {"tooltip": "From SpinBot Frame Interpolation Model."}),
                 "multiplier": ("INT", {"default": 3, "min": 2, "max": MAX_MULTIPLIER, "tooltip":
                                        "Output frames per input frame: 8 fps x3 = 24 fps, "
@@ -101,6 +103,7 @@ class SpinBotFrameInterpolation:
 
     def interpolate(self, video: SpinBotVideo, rife_model, multiplier: int, scale: float,
                     scene_cut_threshold: float, segments=None):
+        video = as_spinbot_video(video)
         settings = InterpolationSettings(multiplier=int(multiplier), scale=float(scale),
                                          scene_cut_threshold=float(scene_cut_threshold))
         out, report = interpolate_video(rife_model, video, settings, segments=segments)

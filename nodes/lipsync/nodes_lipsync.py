@@ -6,6 +6,7 @@ import torch
 from .. import runtime
 from ..manifest import require_model
 from ..media import MediaError
+from ..video.load import VIDEO_INPUT, as_spinbot_video
 from ..video.store import SpinBotVideo, load_video
 from .engine import LOOP_MODES, FrameSource, LipSyncSettings, get_wav2lip, lip_sync, video_key
 from .faces import DEFAULT_PACK, NO_FACE_POLICIES, Pads, find_pack, list_detector_packs, load_detector
@@ -139,9 +140,9 @@ class SpinBotWav2Lip:
             "optional": {
                 "image": ("IMAGE", {"tooltip": "Frames of the face, or one still image (animated "
                                                "for the whole speech). Connect this or 'video'."}),
-                "video": (VIDEO, {"tooltip": "A SpinBot video of the face (read from disk chunk "
-                                             "by chunk). Used instead of 'image' when both are "
-                                             "connected."}),
+                "video": (VIDEO_INPUT, {"tooltip": "A SpinBot video (or a core VIDEO) of the face "
+                                                   "(read from disk chunk by chunk). Used "
+                                                   "instead of 'image' when both are connected."}),
                 "detect_every": ("INT", {"default": 1, "min": 1, "max": 30, "tooltip":
                                  "Run the face detector on every n-th frame of a video and "
                                  "interpolate the boxes in between: n times less detection work "
@@ -167,7 +168,7 @@ class SpinBotWav2Lip:
         if image is None and video is None:
             raise MediaError("SpinBot Wav2Lip: connect 'image' (frames or one still image) or "
                              "'video'")
-        source = FrameSource(images=image, video=video, fps=fps)
+        source = FrameSource(images=image, video=as_spinbot_video(video), fps=fps)
         resize = crop_upscale if crop_upscale in RESIZE_MODES else "bicubic"
         settings = LipSyncSettings(
             fps=source.fps, batch_size=int(batch_size), face_index=int(face_index),

@@ -13,6 +13,7 @@ from PIL import Image
 from .. import metrics, runtime
 from ..media import images_to_uint8
 from ..script.segments import SEGMENTS_TYPE, Segment, coerce_segments
+from ..video.load import VIDEO_INPUT, as_spinbot_video
 from ..video.store import SpinBotVideo, content_key, load_video, write_video
 from .text import (DEFAULT_FONT, POSITIONS, OverlayError, TextEvent, TextStyle, font_label,
                    font_path, frame_range, list_fonts, missing_note, overlay_frames,
@@ -310,7 +311,8 @@ class SpinBotTextOverlay:
     @classmethod
     def INPUT_TYPES(cls):
         return {
-            "required": {"video": (VIDEO, {"tooltip": "The SpinBot video to draw the text on."}),
+            "required": {"video": (VIDEO_INPUT, {"tooltip": "The video to draw the text on (a "
+                                                           "SpinBot video or a core VIDEO)."}),
                          **_text_inputs("video")},
             "optional": _optional_inputs(),
         }
@@ -325,6 +327,7 @@ class SpinBotTextOverlay:
                 fade_in_seconds: float, fade_out_seconds: float, start_seconds: float,
                 end_seconds: float, timing: str, segments: Any = None,
                 outline_color: str = "#000000"):
+        video = as_spinbot_video(video)
         style = _style(font_size, wrap_width, position, color, outline, shadow, outline_color)
         font_file = font_path(font)
         head = f"SpinBot Text Overlay: {video.describe()}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..script.segments import SEGMENTS_TYPE
+from ..video.load import VIDEO_INPUT, as_spinbot_video
 from ..video.store import SpinBotVideo
 from .camera import EASINGS, MOTIONS, camera_motion
 from .transitions import TRANSITIONS, apply_transitions
@@ -106,8 +107,9 @@ class SpinBotTransitions:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "video": (VIDEO, {"tooltip": "A SpinBot video with scene cuts, e.g. from SpinBot "
-                                  "Camera Motion or SpinBot SVD with segments."}),
+                "video": (VIDEO_INPUT, {"tooltip": "A SpinBot video (or a core VIDEO) with scene "
+                                                   "cuts, e.g. from SpinBot Camera Motion or "
+                                                   "SpinBot SVD with segments."}),
                 "transition": (list(TRANSITIONS), {"default": "crossfade", "tooltip":
                                "crossfade: the scenes blend; fade through black: out to black "
                                "at the boundary and back in; cut: no change."}),
@@ -125,7 +127,7 @@ class SpinBotTransitions:
 
     def transition(self, video: SpinBotVideo, transition: str, duration_seconds: float,
                    segments=None):
-        return apply_transitions(video, transition, duration_seconds, segments)
+        return apply_transitions(as_spinbot_video(video), transition, duration_seconds, segments)
 
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {

@@ -6,6 +6,7 @@ import torch
 
 from .. import runtime
 from ..media import MediaError
+from ..video.load import VIDEO_INPUT, as_spinbot_video
 from ..video.store import SpinBotVideo, content_key, write_video
 from .engine import UpscaleSettings, upscale_images, upscale_video
 from .model import DEFAULT_MODEL, FOLDER, PRECISIONS, list_upscalers, load_upscaler
@@ -77,8 +78,9 @@ class SpinBotUpscale:
             "optional": {
                 "images": ("IMAGE", {"tooltip": "Frames to upscale, [B,H,W,C]. Connect this or "
                                                 "'video'."}),
-                "video": (VIDEO, {"tooltip": "A SpinBot video to upscale from disk, chunk by "
-                                             "chunk. Connect this or 'images'."}),
+                "video": (VIDEO_INPUT, {"tooltip": "A SpinBot video (or a core VIDEO) to upscale "
+                                                   "from disk, chunk by chunk. Connect this or "
+                                                   "'images'."}),
             },
         }
 
@@ -93,6 +95,7 @@ class SpinBotUpscale:
                 video: SpinBotVideo | None = None):
         if images is None and video is None:
             raise MediaError("SpinBot Upscale: connect 'images' or 'video'")
+        video = as_spinbot_video(video)
         settings = UpscaleSettings(target_scale=float(target_scale), tile=int(tile),
                                    overlap=int(overlap), precision=precision,
                                    frames_per_batch=int(frames_per_batch))

@@ -9,6 +9,8 @@ from .. import metrics, runtime
 from ..media import MediaError, check_image, make_audio
 from .combine import combine_to_mp4, workflow_metadata
 from .encode import LENGTH_POLICIES, X264_PRESETS
+from .load import (VIDEO_INPUT, LoadSettings, as_spinbot_video, list_input_videos, load_video_file,
+                   resolve_input_file, silence_like, to_core_video)
 from .store import SpinBotVideo, content_key, write_video
 
 VIDEO = "SPINBOT_VIDEO"
@@ -70,7 +72,7 @@ class SpinBotVideoToImages:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "video": (VIDEO, {"tooltip": "A SpinBot video handle."}),
+                "video": (VIDEO_INPUT, {"tooltip": "A SpinBot video handle (or a core VIDEO)."}),
                 "start_frame": ("INT", {"default": 0, "min": 0, "max": 10_000_000,
                                         "tooltip": "First frame to read."}),
                 "max_frames": ("INT", {"default": 0, "min": 0, "max": 10_000_000,
@@ -80,6 +82,7 @@ class SpinBotVideoToImages:
         }
 
     def convert(self, video: SpinBotVideo, start_frame: int, max_frames: int):
+        video = as_spinbot_video(video)
         stop = None if max_frames == 0 else start_frame + max_frames
         frames = video.read(start_frame, stop)
         if len(frames) == 0:
@@ -140,8 +143,9 @@ class SpinBotVideoCombine:
             },
             "optional": {
                 "images": ("IMAGE", {"tooltip": "Frames to encode. Connect this or 'video'."}),
-                "video": (VIDEO, {"tooltip": "A SpinBot video, streamed from disk. Connect this "
-                                             "or 'images'."}),
+                "video": (VIDEO_INPUT, {"tooltip": "A SpinBot video, streamed from disk (a core "
+                                                   "VIDEO is streamed into one first). Connect "
+                                                   "this or 'images'."}),
                 "audio": ("AUDIO", {"tooltip": "Audio track; defaults to the video's own master "
                                                "audio when a SPINBOT_VIDEO carries one."}),
                 "subtitles": ("STRING", {"forceInput": True, "tooltip":
@@ -161,6 +165,7 @@ class SpinBotVideoCombine:
                 subtitles=None, burn_in_subtitles=False, prompt=None, extra_pnginfo=None):
         # The run so far (this stage listed as running: its own time is known only after the
         # file is written), embedded beside the workflow and printed in the report.
+        video = as_spinbot_video(video)
         run = metrics.run_report()
         meta = workflow_metadata(prompt, extra_pnginfo)
         meta[RUN_METADATA_KEY] = run.to_json()
@@ -180,12 +185,117 @@ class SpinBotVideoCombine:
         return {"ui": {"spinbot_video": [entry]}, "result": (result.path, report)}
 
 
+class SpinBotLoadVideo:
+    DESCRIPTION = ("Loads a video file from ComfyUI's input folder (upload one with the button) as a "
+                   "SPINBOT_VIDEO with its original audio. Frames are decoded one at a time straight "
+                   "into the on-disk store, so a long video never sits in memory; variable frame "
+                   "rates are placed on a constant clock by timestamp. Loading the same unchanged "
+                   "file with the same settings reuses the stored copy.")
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (VIDEO, "AUDIO", "FLOAT", "INT", "STRING")
+    RETURN_NAMES = ("video", "audio", "fps", "frame_count", "report")
+    OUTPUT_TOOLTIPS = (
+        "The frames on disk with the original audio as master audio.",
+        "The original audio at its own sample rate with all its channels, as long as the video "
+        "(silence when the file has none).",
+        "Frame rate of the loaded video (the source's, or force_fps).",
+        "Number of frames loaded.",
+        "What was loaded: size, fps, duration, audio, frames duplicated/dropped by the frame "
+        "clock, reuse.",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "video": (list_input_videos() or [""], {
+                    "video_upload": True,
+                    "tooltip": "A video file in ComfyUI's input folder (mp4, mov, mkv, webm, ...); "
+                               "the upload button puts one there."}),
+                "start_seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 86400.0,
+                                            "step": 0.001, "tooltip":
+                                            "Where to start, in seconds of the source."}),
+                "max_seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 86400.0,
+                                          "step": 0.001, "tooltip":
+                                          "How many seconds to load; 0 loads to the end."}),
+                "force_fps": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 240.0, "step": 0.001,
+                                        "tooltip": "Output frame rate; 0 keeps the source's. "
+                                                   "Frames are duplicated or dropped by their "
+                                                   "timestamps to fit it."}),
+                "max_side": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 2, "tooltip":
+                                     "Scale the longer side down to at most this many pixels; 0 "
+                                     "keeps the size."}),
+            },
+        }
+
+    @classmethod
+    def IS_CHANGED(cls, video: str = "", **_inputs):
+        # The file's stamp (size, mtime): a file replaced under the same name loads again.
+        try:
+            return runtime.file_stamp(resolve_input_file(video))
+        except MediaError as e:
+            return str(e)
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, video: str = ""):
+        # Also lets a file in a sub-folder of input/ through (the dropdown lists the top only).
+        try:
+            resolve_input_file(video)
+        except MediaError as e:
+            return str(e)
+        return True
+
+    def load(self, video: str, start_seconds: float, max_seconds: float, force_fps: float,
+             max_side: int):
+        settings = LoadSettings(float(start_seconds), float(max_seconds), float(force_fps),
+                                int(max_side))
+        loaded = load_video_file(video, settings)
+        result = loaded.video
+        metrics.add_frames(result.frame_count)
+        audio = result.audio if result.audio is not None else silence_like(result)
+        return (result, audio, float(result.fps), result.frame_count, loaded.text())
+
+
+class SpinBotVideoToCoreVideo:
+    DESCRIPTION = ("Turns a SPINBOT_VIDEO into ComfyUI's own VIDEO type, for core nodes such as "
+                   "Save Video and Get Video Components: the frames are streamed from disk into "
+                   "an H.264/AAC MP4 in the temp folder (never all in memory) that the VIDEO "
+                   "reads. Converting the same video again reuses that file.")
+    CATEGORY = CATEGORY
+    FUNCTION = "convert"
+    RETURN_TYPES = ("VIDEO", "STRING")
+    RETURN_NAMES = ("video", "report")
+    OUTPUT_TOOLTIPS = ("A core VIDEO over the MP4 (frames, fps and master audio of the input).",
+                       "What was converted and where the MP4 is.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "video": (VIDEO, {"tooltip": "The SpinBot video to hand to core video nodes."}),
+                "crf": ("INT", {"default": 17, "min": 0, "max": 51, "tooltip":
+                                "x264 quality of the MP4 in between: lower is closer to the "
+                                "frames; 17 is visually lossless."}),
+            },
+        }
+
+    def convert(self, video, crf: int):
+        video = as_spinbot_video(video)
+        core, path = to_core_video(video, crf=int(crf))
+        return (core, f"{video.describe()}\ncore VIDEO over {path}")
+
+
 NODE_CLASS_MAPPINGS = {
+    "SpinBotLoadVideo": SpinBotLoadVideo,
+    "SpinBotVideoToCoreVideo": SpinBotVideoToCoreVideo,
     "SpinBotImagesToVideo": SpinBotImagesToVideo,
     "SpinBotVideoToImages": SpinBotVideoToImages,
     "SpinBotVideoCombine": SpinBotVideoCombine,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
+    "SpinBotLoadVideo": "SpinBot Load Video",
+    "SpinBotVideoToCoreVideo": "SpinBot Video to Core Video",
     "SpinBotImagesToVideo": "SpinBot Images to Video",
     "SpinBotVideoToImages": "SpinBot Video to Images",
     "SpinBotVideoCombine": "SpinBot Video Combine",
