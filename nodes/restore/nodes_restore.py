@@ -11,6 +11,8 @@ from .model import DEFAULT_MODEL, FOLDER, PRECISIONS, list_restorers, load_resto
 from .restore import RestoreSettings, RestoreStats, restore_images, restore_video
 
 VIDEO = "SPINBOT_VIDEO"
+# The video stage's input type (nodes/video/load.py VIDEO_INPUT): a SpinBot video or core VIDEO.
+VIDEO_IN = "SPINBOT_VIDEO,VIDEO"
 RESTORER = "SPINBOT_FACE_RESTORE_MODEL"
 CATEGORY = "SpinBot/restore"
 # Frame rate of the video output made from an IMAGE input, which carries none (SpinBot Upscale's).
@@ -129,7 +131,7 @@ class SpinBotFaceRestore:
             "optional": {
                 "images": ("IMAGE", {"tooltip": "Frames to restore, [B,H,W,C]. Connect this "
                                                 "or 'video'."}),
-                "video": (VIDEO, {"tooltip": "A SpinBot video (or a core VIDEO) to restore "
+                "video": (VIDEO_IN, {"tooltip": "A SpinBot video (or a core VIDEO) to restore "
                                              "from disk, chunk by chunk. Connect this or "
                                              "'images'."}),
             },
