@@ -139,6 +139,25 @@ def test_a_pack_without_a_recognition_model_names_the_missing_file(spinbot_dirs)
         idf.load_recognizer("nosuchpack")
 
 
+def test_the_pack_is_detector_and_recognizer_for_the_training_photos(pack, photos):
+    from spinbot.nodes.identity import dataset as ds
+
+    rec = idf.load_recognizer("buffalo_l")
+    big = astronaut()  # 512 px: the tiny SCRFD's boxes are ~100 px there (51 px at 256)
+    frames = [("face.png", big), ("mirror.png", np.ascontiguousarray(big[:, ::-1])),
+              ("tall.png", np.ascontiguousarray(big[:, 60:380])), ("dim.png", big // 2)]
+    # The tiny SCRFD boxes ~100 similar random places per image: only "largest" takes one.
+    with pytest.raises(ds.IdentityDataError, match="faces of similar size"):
+        ds.prepare_photos(frames, "sks", 256, rec)
+    first = ds.prepare_photos(frames, "sks", 256, rec, recognizer=rec, several_faces="largest")
+    again = ds.prepare_photos(frames, "sks", 256, rec, recognizer=rec, several_faces="largest")
+    assert first.dataset_hash == again.dataset_hash and first.notes == again.notes
+    assert len(first.used) >= 3 and len(first.used) + len(first.dropped) == 4
+    assert all(i.image.shape[:2] == (256, 256) for i in first.items if i.kind == "face")
+    # The identity check ran on the recogniser's embeddings: a dropped photo says so.
+    assert all("different person" in why for why in first.dropped.values())
+
+
 # --------------------------------------------------------------------------- the node
 
 def _image(*frames: np.ndarray) -> torch.Tensor:

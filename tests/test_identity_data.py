@@ -354,6 +354,18 @@ def test_several_faces_use_a_dominant_one_and_drop_a_tie(detector, face):
     assert again and (again[0][2] - again[0][0]) / 512 > 0.3
 
 
+def test_the_largest_policy_keeps_a_photo_with_faces_of_similar_size(detector, face):
+    pair = np.full((512, 1024, 3), 200, np.uint8)
+    pair[:, :512], pair[:, 512:] = face, face[:, ::-1]
+    photos = _three(face) + [("pair.png", pair)]
+    result = ds.prepare_photos(photos, "sks", 512, detector, wide_crops=0,
+                               several_faces="largest")
+    assert "pair.png" in result.used
+    assert any(n.startswith("pair.png: 2 faces; used the largest") for n in result.notes)
+    with pytest.raises(ds.IdentityDataError, match="several_faces must be one of"):
+        ds.prepare_photos(photos, "sks", 512, detector, several_faces="all")
+
+
 def _lfw_face() -> np.ndarray:
     from skimage import data
 

@@ -28,8 +28,9 @@ this makes the images and captions the trainer sees:
   beside each photo, kohya's convention).
 - **Bad input** (notes naming the photos, or `IdentityDataError` when fewer than ``MIN_PHOTOS``
   remain): tiny images, no face, several faces without a clearly dominant one (the largest must
-  have ``DOMINANT_AREA`` times the area of the next), faces under ``MIN_FACE`` pixels, and, when
-  a recogniser is given, photos of a different person (see `identity_outliers`).
+  have ``DOMINANT_AREA`` times the area of the next; the "largest" policy takes it anyway),
+  faces under ``MIN_FACE`` pixels, and, when a recogniser is given, photos of a different person
+  (see `identity_outliers`).
 
 ``dataset_hash`` covers every item's pixels and caption and the settings, so a trainer can tell
 "same data" apart from "changed data" for resuming and metadata.
@@ -60,6 +61,7 @@ WIDE_CONTEXT = 5.0        # wide crop short side / face box longer side: head an
 WIDE_FACE_Y = 1 / 3       # face centre's height in a wide crop, from the top
 WIDE_MIN_GAIN = 1.3       # a wide crop's short side must be this much larger than the face crop
 DOMINANT_AREA = 2.0       # largest face's area / next face's area for "clearly the subject"
+SEVERAL_FACES = ("dominant", "largest")  # policies for photos with several faces
 OUTLIER_MARGIN = 0.2      # cosine below the group's median (see identity_outliers)
 BUCKET_STEP = 64
 PHOTO_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -188,16 +190,21 @@ def _area(box: Box) -> float:
     return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
 
 
-def choose_subject(boxes: Sequence[Box]) -> tuple[Box | None, str | None]:
-    """The subject's face box and a note, or (None, reason) when there is none or several faces
-    are too alike in size to tell which is the subject (largest < ``DOMINANT_AREA`` x next)."""
+def choose_subject(boxes: Sequence[Box], several_faces: str = "dominant"
+                   ) -> tuple[Box | None, str | None]:
+    """The subject's face box and a note, or (None, reason) when there is none or, with the
+    ``"dominant"`` policy, several faces are too alike in size to tell which is the subject
+    (largest < ``DOMINANT_AREA`` x next). ``"largest"`` always takes the largest face."""
+    if several_faces not in SEVERAL_FACES:
+        raise IdentityDataError(f"several_faces must be one of {SEVERAL_FACES}, got "
+                                f"{several_faces!r}")
     if not boxes:
         return None, "no face found"
     ranked = sorted(boxes, key=_area, reverse=True)
     if len(ranked) == 1:
         return ranked[0], None
     ratio = _area(ranked[0]) / max(_area(ranked[1]), 1e-6)
-    if ratio < DOMINANT_AREA:
+    if ratio < DOMINANT_AREA and several_faces == "dominant":
         return None, (f"{len(ranked)} faces of similar size (largest {ratio:.1f}x the next, "
                       f"needs {DOMINANT_AREA:g}x): cannot tell which person to learn")
     return ranked[0], (f"{len(ranked)} faces; used the largest ({ratio:.1f}x the area of the "
@@ -238,6 +245,11 @@ def identity_outliers(embeddings: dict[str, np.ndarray],
 
 def _match_embedding(recognizer: Recognizer, photo: np.ndarray, box: Box) -> np.ndarray | None:
     """The recogniser's embedding of the face that overlaps ``box`` most (IoU >= 0.3)."""
+    only_largest = getattr(recognizer, "embed_largest", None)
+    if only_largest is not None:  # the subject is usually the largest face: embed only it
+        face = only_largest(photo)
+        if face is not None and _iou(face.box, box) >= 0.3:
+            return face.embedding
     best, best_iou = None, 0.3
     for face in recognizer.embed(photo):
         iou = _iou(face.box, box)
@@ -285,13 +297,16 @@ def _check_trigger(trigger: str) -> str:
 
 def prepare_photos(photos: Sequence[tuple[str, np.ndarray]], trigger: str, resolution: int,
                    detector: FaceDetector, recognizer: Recognizer | None = None,
-                   captions: dict[str, str] | None = None, wide_crops: int = 2) -> PhotoSet:
+                   captions: dict[str, str] | None = None, wide_crops: int = 2,
+                   several_faces: str = "dominant") -> PhotoSet:
     """Face crops, wide crops and captions from ``photos`` (name, uint8 [H,W,3] RGB) of one person.
 
     ``resolution``: square face crop side and bucket area (a multiple of 64, 256..2048).
     ``detector``: anything with ``detect(frame) -> [(x1, y1, x2, y2, score)]``.
     ``recognizer``: optional; with it, photos of another person are dropped (`identity_outliers`).
     ``captions``: user captions by photo name or stem. ``wide_crops``: upper-body crops in total.
+    ``several_faces``: "dominant" (default) drops a photo whose largest face is not clearly the
+    largest (`choose_subject`); "largest" always uses the largest face (with a note).
 
     Returns a `PhotoSet` (items: face crops in photo order, then wide crops). Raises
     `IdentityDataError` naming every dropped photo and why when fewer than ``MIN_PHOTOS`` usable
@@ -303,6 +318,7 @@ def prepare_photos(photos: Sequence[tuple[str, np.ndarray]], trigger: str, resol
                                 f"2048, got {resolution!r}")
     if wide_crops < 0:
         raise IdentityDataError(f"wide_crops must be 0 or more, got {wide_crops}")
+    choose_subject([], several_faces)  # a bad policy fails before any work
     names = [str(n) for n, _ in photos]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
@@ -322,7 +338,7 @@ def prepare_photos(photos: Sequence[tuple[str, np.ndarray]], trigger: str, resol
         if min(height, width) < MIN_IMAGE:
             dropped[name] = f"tiny image ({width}x{height} px, needs at least {MIN_IMAGE} px)"
             continue
-        box, why = choose_subject(detector.detect(photo))
+        box, why = choose_subject(detector.detect(photo), several_faces)
         if box is None:
             dropped[name] = why or "no face found"
             continue
@@ -397,7 +413,8 @@ def prepare_photos(photos: Sequence[tuple[str, np.ndarray]], trigger: str, resol
                      "around the face for an upper-body crop")
 
     settings = {"trigger": trigger, "resolution": resolution, "wide_crops": wide_crops,
-                "face_context": FACE_CONTEXT, "wide_context": WIDE_CONTEXT}
+                "face_context": FACE_CONTEXT, "wide_context": WIDE_CONTEXT,
+                "several_faces": several_faces}
     return PhotoSet(items=items, notes=notes, dataset_hash=dataset_hash(items, settings),
                     used=[u[0] for u in usable], dropped=dropped)
 
