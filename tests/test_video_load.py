@@ -363,3 +363,15 @@ def test_combine_takes_a_core_video(spinbot_dirs):
     with av.open(path) as c:
         assert c.streams.video[0].frames == 25
         assert abs(float(c.streams.audio[0].duration * c.streams.audio[0].time_base) - 1.0) < 0.05
+
+
+def test_in_memory_file_is_decoded_and_keyed_by_its_bytes(spinbot_dirs):
+    import io
+
+    path = spinbot_dirs["input"] / "clip.mp4"
+    write_video(path, 12, audio=(44100, 1))
+    data = path.read_bytes()
+    video, reused, _notes = vl.stream_to_video(io.BytesIO(data), "bytes:a", vl.LoadSettings(),
+                                               "in-memory file")
+    assert not reused and [index_of(f) for f in video.read()] == list(range(12))
+    assert video.audio["waveform"].shape == (1, 1, round(12 / 25 * 44100))
