@@ -383,3 +383,41 @@ def test_node_restores_a_video_with_the_tiny_restoreformer(spinbot_dirs, tiny_re
 def test_node_needs_images_or_video(invert):
     with pytest.raises(MediaError, match="connect 'images' or 'video'"):
         nodes_restore.SpinBotFaceRestore().restore(invert, "buffalo_l", 1.0, True, 0.5, "auto", 2)
+
+
+@pytest.fixture
+def known_node(spinbot_dirs, monkeypatch):
+    """The node's detector pack present (tiny SCRFD) but replaced by the known astronaut face."""
+    from tests.factory_lipsync_faces import tiny_buffalo_l
+
+    tiny_buffalo_l(spinbot_dirs["models"] / "insightface")
+    detector = KnownFaces([(ASTRONAUT_BOX, ASTRONAUT_KPS)])
+    monkeypatch.setattr(nodes_restore, "load_detector", lambda *a, **k: detector)
+    monkeypatch.setattr(runtime, "torch_device", lambda: CPU)
+    return detector
+
+
+def test_node_image_in_gives_image_and_video_out(known_node, invert, astronaut):
+    images = torch.from_numpy(np.stack([astronaut] * 2).astype(np.float32) / 255.0)
+    out, video, report = nodes_restore.SpinBotFaceRestore().restore(
+        invert, "buffalo_l", 1.0, True, 0.5, "auto", 4, images=images)
+    inside = frame_mask(ASTRONAUT_KPS, 512, 512)
+    changed = (out != images).any(-1).numpy()
+    assert out.shape == images.shape and out.dtype == torch.float32
+    assert changed[:, inside].mean() > 0.95 and not changed[:, ~inside].any()
+    assert video.frame_count == 2 and video.fps == nodes_restore.IMAGE_FPS
+    assert np.abs(video.read().astype(np.int16) - np.round(out.numpy() * 255)).max() <= 1
+    assert "2 frames, 2 faces restored" in report
+
+
+def test_node_takes_a_core_video(known_node, invert, astronaut, spinbot_dirs):
+    from spinbot.nodes.video.load import to_core_video
+
+    source = write_video("restore_core_src", FPS, iter([np.stack([astronaut] * 3)]),
+                         audio=make_audio(torch.zeros(1, 1920), 16000))
+    core, _path = to_core_video(source)
+    assert runtime.is_core_video(core)
+    _images, out, report = nodes_restore.SpinBotFaceRestore().restore(
+        invert, "buffalo_l", 1.0, True, 0.5, "auto", 4, video=core)
+    assert out.frame_count == 3 and out.fps == FPS and out.audio is not None
+    assert "3 frames, 3 faces restored" in report
