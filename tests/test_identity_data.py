@@ -299,6 +299,13 @@ def test_links_leading_out_of_input_are_refused(spinbot_dirs):
     os.symlink(outside / "a.png", spinbot_dirs["input"] / "me" / "a.png")
     with pytest.raises(ds.IdentityDataError, match="'a.png' in 'me' links outside"):
         ds.load_photo_folder("me")
+    # A caption file linking out is refused too (its text would leak into the LoRA's data).
+    (spinbot_dirs["input"] / "me" / "a.png").unlink()
+    _save_photos(spinbot_dirs["input"] / "me", [("a.png", _blank())])
+    (outside / "secret.txt").write_text("secret", encoding="utf-8")
+    os.symlink(outside / "secret.txt", spinbot_dirs["input"] / "me" / "a.txt")
+    with pytest.raises(ds.IdentityDataError, match="caption 'a.txt' in 'me' links outside"):
+        ds.load_folder_captions("me")
 
 
 def test_empty_folder_and_unreadable_photo_are_named(spinbot_dirs):

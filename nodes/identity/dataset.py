@@ -487,11 +487,15 @@ def load_folder_captions(subfolder: str) -> dict[str, str]:
     """User captions of a photo folder: ``{photo file name: text}`` from a ``<stem>.txt`` beside
     each photo (kohya's convention); photos without one are absent. Same folder rules as
     `load_photo_folder`."""
-    _base, path = _photo_folder(subfolder)
+    base, path = _photo_folder(subfolder)
     out = {}
     for name, _real in _photo_files(subfolder):
         txt = os.path.join(path, os.path.splitext(name)[0] + ".txt")
         if os.path.isfile(txt):
+            if os.path.commonpath([base, os.path.realpath(txt)]) != base:
+                raise IdentityDataError(f"caption '{os.path.basename(txt)}' in '{subfolder}' "
+                                        f"links outside ComfyUI's input folder ({base}); copy "
+                                        "the file in instead")
             with open(txt, encoding="utf-8", errors="replace") as f:
                 text = " ".join(f.read().split())
             if text:
