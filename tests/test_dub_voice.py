@@ -147,9 +147,10 @@ def test_reference_cut_picks_the_clean_stretch():
 def test_resume_after_cancel_redoes_only_unfinished_segments(tts_models, monkeypatch):
     voice, _a, _t = nodes_voice.SpinBotVoiceProfile().build(
         "Hello there, my friend.", nodes_voice.NO_PROFILE, "", False, 12.0,
-        as_audio(speechlike(4.0, [(0.2, 3.8)])))
+        as_audio(speechlike(2.6, [(0.2, 2.4)])))
     segs = [Segment(k, f"Sentence number {k}.", 0.5 + 1.5 * k, 1.7 + 1.5 * k, False)
             for k in range(4)]
+    args = dict(ARGS, cfg_strength=0.0)  # one model pass per step: this test counts, not listens
     audio = as_audio(speechlike(7.0, [(s.start, s.end) for s in segs]))
     real = voice_fit.engine.synthesize_pieces
     calls = []
@@ -165,20 +166,20 @@ def test_resume_after_cancel_redoes_only_unfinished_segments(tts_models, monkeyp
     monkeypatch.setattr(voice_fit.engine, "synthesize_pieces", counting)
     node = nodes_dubbing.SpinBotDubVoice()
     with pytest.raises(runtime.Interrupted):
-        node.speak(segs, audio, voice=voice, **ARGS)
+        node.speak(segs, audio, voice=voice, **args)
     assert calls == ["Sentence number 0.", "Sentence number 1."]
     stop_after[0] = -1
-    speech, timed, report = node.speak(segs, audio, voice=voice, **ARGS)
+    speech, timed, report = node.speak(segs, audio, voice=voice, **args)
     assert calls[2:] == ["Sentence number 2.", "Sentence number 3."]  # only the unfinished two
     assert "reused from cache: 2 of 4 segments" in report
     assert "voice profile" in report
-    again, _t2, report2 = node.speak(segs, audio, voice=voice, **ARGS)
+    again, _t2, report2 = node.speak(segs, audio, voice=voice, **args)
     assert len(calls) == 4 and "reused from cache: 4 of 4" in report2
     assert torch.equal(again["waveform"], speech["waveform"])
     # a changed text is a new key: only that segment is spoken again
     changed = [segs[0], segs[1], Segment(2, "Another sentence here.", segs[2].start, segs[2].end,
                                          False), segs[3]]
-    node.speak(changed, audio, voice=voice, **ARGS)
+    node.speak(changed, audio, voice=voice, **args)
     assert calls[4:] == ["Another sentence here."]
 
 
@@ -192,6 +193,11 @@ def test_bad_inputs_give_clear_errors(tts_models):
     silent = as_audio(np.zeros(8 * RATE, np.float32))
     with pytest.raises(VoiceError, match="original audio is silent"):
         node.speak(TRANSLATED, silent, original_segments=ORIGINAL, **ARGS)
+    voice, _a, _t = nodes_voice.SpinBotVoiceProfile().build(
+        "Hello there.", nodes_voice.NO_PROFILE, "", False, 12.0,
+        as_audio(speechlike(4.0, [(0.2, 3.8)])))
+    with pytest.raises(VoiceError, match="original audio is silent"):  # a profile: still nothing
+        node.speak(TRANSLATED, silent, voice=voice, **ARGS)
     short = [Segment(0, "Hi.", 0.5, 1.5), Segment(1, "Yes.", 4.0, 5.0)]
     with pytest.raises(VoiceError, match="no stretch of the original speech lasts"):
         node.speak(short, audio, original_segments=short, **ARGS)

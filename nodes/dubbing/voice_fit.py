@@ -274,6 +274,16 @@ def pick_reference(mono: np.ndarray, rate: int, segments: Sequence[Segment],
     return best[1], best[2], best[3], best[4]
 
 
+def require_sound(wave: torch.Tensor, rate: int) -> np.ndarray:
+    """The original ``[C,T]`` mixed to mono float32 ``[T]``; raises VoiceError when it is
+    silent (peak under -80 dBFS or no 20 ms frame over -50 dBFS): nothing to dub, no voice."""
+    mono = mix_channels(wave, 1)[0][0].numpy().astype(np.float32)
+    if len(mono) == 0 or float(np.abs(mono).max()) < 1e-4 or _frame_db(mono, rate).max() < SILENCE_DBFS:
+        raise VoiceError("the original audio is silent (no speech): there is no voice to clone "
+                         "and nothing to dub; check the 'audio' input")
+    return mono
+
+
 def reference_from_audio(audio: dict, original_segments: Sequence[Segment] | None,
                          timing_segments: Sequence[Segment]) -> Reference:
     """A voice profile cut from the original ``audio`` (see `pick_reference`).
@@ -283,10 +293,7 @@ def reference_from_audio(audio: dict, original_segments: Sequence[Segment] | Non
     with Whisper (`profiles.make_profile`), which needs a model in models/whisper.
     Raises VoiceError for silent audio or no usable stretch."""
     wave, rate = check_audio(audio, "audio")
-    mono = mix_channels(wave, 1)[0][0].numpy().astype(np.float32)
-    if len(mono) == 0 or float(np.abs(mono).max()) < 1e-4 or _frame_db(mono, rate).max() < SILENCE_DBFS:
-        raise VoiceError("the original audio is silent (no speech): there is no voice to clone "
-                         "and nothing to dub; check the 'audio' input")
+    mono = require_sound(wave, rate)
     source_segs = original_segments if original_segments else timing_segments
     a, b, text, snr = pick_reference(mono, rate, source_segs)
     cut = wave[:, int(round(a * rate)):int(round(b * rate))]
