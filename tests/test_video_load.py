@@ -58,13 +58,13 @@ def tones(seconds: float, rate: int, channels: int) -> np.ndarray:
 
 def write_video(path, n: int, fps=25, times_ms: list[int] | None = None,
                 audio: tuple[int, int] | None = (44100, 2), size=(W, H), lossless=True,
-                rotate: int = 0) -> np.ndarray | None:
+                rotate: int = 0, gop: int = 250) -> np.ndarray | None:
     """Encode ``n`` pattern frames (at ``times_ms`` for a VFR file) + tones; returns the audio."""
     with av.open(str(path), "w") as c:
         v = c.add_stream("libx264", rate=fps)
         v.width, v.height = size
         v.pix_fmt = "yuv444p" if lossless else "yuv420p"
-        v.options = {"qp": "0"} if lossless else {"crf": "23"}
+        v.options = {"qp": "0", "g": str(gop)} if lossless else {"crf": "23", "g": str(gop)}
         if times_ms is not None:
             v.codec_context.time_base = Fraction(1, 1000)
             v.time_base = Fraction(1, 1000)
@@ -135,7 +135,11 @@ def test_loads_frames_fps_size_and_audio_exactly(spinbot_dirs):
 
 
 def test_start_and_max_seconds_are_exact_on_frames_and_samples(spinbot_dirs):
-    wave = write_video(spinbot_dirs["input"] / "clip.mp4", 100, fps=25, audio=(48000, 1))
+    # key frames at most 12 apart: the start seeks to one after frame 0, decoding up to 30 unseen
+    wave = write_video(spinbot_dirs["input"] / "clip.mp4", 100, fps=25, audio=(48000, 1), gop=12)
+    with av.open(str(spinbot_dirs["input"] / "clip.mp4")) as c:
+        keys = [i for i, f in enumerate(c.decode(video=0)) if f.key_frame]
+    assert any(12 <= k < 30 for k in keys), keys
     loaded = _load("clip.mp4", start_seconds=1.2, max_seconds=2.0)
     frames = loaded.video.read()
     assert [index_of(f) for f in frames] == list(range(30, 80))
@@ -375,3 +379,19 @@ def test_in_memory_file_is_decoded_and_keyed_by_its_bytes(spinbot_dirs):
                                                "in-memory file")
     assert not reused and [index_of(f) for f in video.read()] == list(range(12))
     assert video.audio["waveform"].shape == (1, 1, round(12 / 25 * 44100))
+
+
+def test_cancel_leaves_nothing_half_written(spinbot_dirs):
+    from spinbot.nodes.video.store import video_root
+
+    write_video(spinbot_dirs["input"] / "clip.mp4", 40, audio=(44100, 1))
+    runtime.request_interrupt()
+    try:
+        with pytest.raises(runtime.Interrupted):
+            _load("clip.mp4")
+    finally:
+        runtime.request_interrupt(False)
+    root = video_root()
+    assert not os.path.isdir(root) or os.listdir(root) == []
+    again = _load("clip.mp4")
+    assert not again.reused and again.video.frame_count == 40
