@@ -1,0 +1,242 @@
+"""Identity LoRA training on the tiny SD 1.5 / SDXL models of the factory (CPU, 64 px, few steps).
+
+The LoRA files are checked with readers that are not the trainer's: diffusers' own kohya loader
+(`lora_state_dict` + `load_lora_weights`, which injects peft layers into a fresh pipeline) and
+the pack's Identity LoRA loader; images rendered with and without the LoRA must differ.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from spinbot.nodes import runtime
+from spinbot.nodes.identity import kohya
+from spinbot.nodes.identity import nodes_identity as NI
+from spinbot.nodes.identity import train as T
+from spinbot.nodes.image import checkpoint as ckpt
+from spinbot.nodes.image import nodes_image as N
+from spinbot.nodes.image.lora import declared_arch, trigger_word
+from tests import factory
+
+SD15 = "v1-5-pruned-emaonly.safetensors"
+XL = "sd_xl_base_1.0.safetensors"
+TRIGGER = "ohwx"
+
+
+@pytest.fixture(scope="module")
+def models_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("identity_models")
+    factory.build(root, only=["checkpoints"])
+    return root
+
+
+@pytest.fixture(autouse=True)
+def use_models(models_root, monkeypatch, spinbot_dirs):
+    monkeypatch.setenv("SPINBOT_MODELS_DIR", str(models_root))
+    monkeypatch.setenv("SPINBOT_DEVICE", "cpu")
+    # Two shared cores: OpenMP threads spinning against each other make a 0.2 s step take seconds.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    runtime.request_interrupt(False)
+
+
+def _model(name=SD15):
+    return N.SpinBotImageModel().load(name, "none", "auto", "auto")[0]
+
+
+def _items(count=3, size=64, seed=0):
+    rng = np.random.default_rng(seed)
+    # smooth random images (a blurred pattern), not white noise: the VAE latents then have
+    # structure the LoRA can fit in a few steps
+    out = []
+    for i in range(count):
+        small = rng.integers(0, 255, (size // 8, size // 8, 3)).astype(np.uint8)
+        out.append((f"photo{i}", np.kron(small, np.ones((8, 8, 1), np.uint8)),
+                    f"photo of {TRIGGER} person"))
+    return out
+
+
+def _settings(arch="sd15", **kw):
+    base = dict(steps=4, resolution=64, checkpoint_every=2, learning_rate=1e-3, rank=4, alpha=4.0,
+                samples=1, sample_steps=1, sample_cfg=1.0)
+    base.update(kw)
+    preset = base.pop("preset", "quick")
+    return T.resolve_settings(preset, arch, **base)
+
+
+def _run(model, tmp, name="ident", items=None, **kw):
+    settings = _settings(model.arch, **kw)
+    out = os.path.join(runtime.model_folder_paths("loras")[0], f"{name}.safetensors")
+    return T.train_identity_lora(model, items or _items(), TRIGGER, settings, out,
+                                 os.path.join(tmp, "run-" + name), name=name)
+
+
+def test_presets_resolve_and_overrides_win():
+    s = T.resolve_settings("standard", "sd15")
+    assert (s.rank, s.alpha, s.learning_rate, s.steps, s.resolution, s.checkpoint_every) == \
+        (16, 8.0, 1e-4, 1000, 512, 250)
+    assert T.resolve_settings("quick", "sdxl_base").resolution == 1024
+    s = T.resolve_settings("strong", "sd15", rank=4, alpha=-1, steps=10, resolution=256)
+    assert (s.rank, s.alpha, s.steps, s.resolution) == (4, 16.0, 10, 256)
+    with pytest.raises(T.IdentityTrainError, match="multiple of 64"):
+        T.resolve_settings("quick", "sd15", resolution=100)
+    with pytest.raises(T.IdentityTrainError, match="refiner"):
+        T.resolve_settings("quick", "sdxl_refiner")
+    with pytest.raises(T.IdentityTrainError, match="unknown preset"):
+        T.resolve_settings("huge", "sd15")
+
+
+@pytest.mark.parametrize("name", [SD15, XL])
+def test_a_short_run_lowers_the_loss_on_a_fixed_batch(name):
+    model = _model(name)
+    settings = _settings(model.arch, learning_rate=5e-3, steps=20)
+    trainer = T.LoRATrainer(model.pipe, model.arch, T.as_samples(_items()), settings)
+    batch = trainer.fixed_batch(count=3)
+    before = trainer.eval_loss(batch)
+    for step in range(20):
+        k = step % 3
+        trainer.train_step((batch.index[k], batch.noise[k], batch.timesteps[k]))
+    after = trainer.eval_loss(batch)
+    print(f"{model.arch}: fixed-batch loss {before:.4f} -> {after:.4f}")
+    assert after < before * 0.97, (before, after)
+    # the base pipeline's own UNet is untouched (the LoRA lives on a structural copy)
+    assert not any("lora" in n for n, _ in model.pipe.unet.named_modules())
+
+
+def _expected_modules(unet) -> set[str]:
+    return {n for n, m in unet.named_modules()
+            if isinstance(m, torch.nn.Linear) and n.endswith(tuple("." + t for t in T.UNET_TARGETS))}
+
+
+@pytest.mark.parametrize("name", [SD15, XL])
+def test_the_file_loads_in_diffusers_and_the_pack_and_changes_the_image(name, tmp_path):
+    model = _model(name)
+    result = _run(model, str(tmp_path), name="id-" + model.arch, steps=6, checkpoint_every=6,
+                  learning_rate=2e-2)
+    sd, meta = kohya.read(result.path)
+    expected = _expected_modules(model.pipe.unet)
+    assert {k.rsplit(".", 2)[0] if k.endswith(".weight") else k.rsplit(".", 1)[0] for k in sd} == \
+        {"lora_unet_" + m.replace(".", "_") for m in expected}
+    assert len(sd) == 3 * len(expected)
+
+    # diffusers' kohya reader on a fresh pipeline (not the cached base)
+    with ckpt.offline():
+        fresh, _arch = ckpt.load_single_file(str(runtime.find_model("checkpoints", name)),
+                                             torch.float32)
+    converted, _alphas = type(fresh).lora_state_dict(dict(sd), unet_config=fresh.unet.config)
+    assert len(converted) == 2 * len(expected) and all(k.startswith("unet.") for k in converted)
+    fresh.load_lora_weights(dict(sd), adapter_name="identity")
+    from peft import get_peft_model_state_dict
+
+    loaded = get_peft_model_state_dict(fresh.unet, adapter_name="identity")
+    assert {k.rsplit(".lora_", 1)[0] for k in loaded} == expected        # no missing / unexpected
+    for module in list(expected)[:4]:
+        down = sd["lora_unet_" + module.replace(".", "_") + ".lora_down.weight"]
+        assert torch.equal(loaded[module + ".lora_A.weight"].to(down.dtype), down)
+
+    # the pack's loader, by name from models/loras, with the trigger word from the metadata
+    lora_name = os.path.basename(result.path)
+    with_lora, trigger = N.SpinBotIdentityLoRA().apply(model, lora_name, 1.0, "none", 1.0, "none", 1.0)
+    assert trigger == TRIGGER
+    paint = lambda m: N.SpinBotStageImage().paint(m, "photo of ohwx person", "", "custom", 64, 64,  # noqa: E731
+                                                  2, 1.0, "euler", 3, 1)[0]
+    base_image, lora_image = paint(model), paint(with_lora)
+    diff = (base_image - lora_image).abs().mean().item()
+    print(f"{model.arch}: mean |image with LoRA - without| = {diff:.4f}")
+    assert diff > 1e-3
+
+
+def test_metadata_round_trips(tmp_path):
+    model = _model()
+    result = _run(model, str(tmp_path), name="meta")
+    _sd, meta = kohya.read(result.path)
+    assert meta["modelspec.trigger_phrase"] == TRIGGER == trigger_word(meta)
+    assert meta["ss_sd_model_name"] == SD15
+    assert declared_arch(meta) == "sd15"
+    assert (meta["ss_network_dim"], float(meta["ss_network_alpha"])) == ("4", 4.0)
+    assert meta["ss_steps"] == "4" and meta["ss_max_train_steps"] == "4"
+    assert meta["spinbot.dataset_hash"] == T.dataset_hash(T.as_samples(_items()))
+    assert meta["ss_num_train_images"] == "3" and meta["ss_resolution"] == "(64, 64)"
+    assert json.loads(meta["ss_tag_frequency"]) == {f"1_{TRIGGER}": {TRIGGER: 3}}
+    table = json.loads(meta["spinbot.checkpoint_table"])
+    assert [row[0] for row in table] == [2, 4]
+    assert "step | loss | face similarity" in result.report()
+
+
+def _tensors(path):
+    return kohya.read(path)[0]
+
+
+def test_same_seed_same_lora_and_another_seed_differs(tmp_path):
+    model = _model()
+    a = _tensors(_run(model, str(tmp_path), name="a", seed=7).path)
+    b = _tensors(_run(model, str(tmp_path), name="b", seed=7).path)
+    c = _tensors(_run(model, str(tmp_path), name="c", seed=8).path)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a if k.endswith("lora_up.weight"))
+
+
+def test_cancel_keeps_the_last_checkpoint_and_a_rerun_resumes_to_the_same_lora(tmp_path, monkeypatch):
+    model = _model()
+    reference = _run(model, str(tmp_path), name="whole", steps=6, checkpoint_every=2)
+
+    original = T.LoRATrainer.train_step
+
+    def cancel_during_step_3(self, example=None):
+        if self.step == 2:          # Cancel pressed while the third step runs
+            runtime.request_interrupt()
+        return original(self, example)
+
+    monkeypatch.setattr(T.LoRATrainer, "train_step", cancel_during_step_3)
+    with pytest.raises(runtime.Interrupted):
+        _run(model, str(tmp_path), name="cut", steps=6, checkpoint_every=2)
+    run_dir = os.path.join(str(tmp_path), "run-cut")
+    out = os.path.join(runtime.model_folder_paths("loras")[0], "cut.safetensors")
+    assert not os.path.exists(out)                     # nothing half-written in models/loras
+    assert sorted(f for f in os.listdir(run_dir) if f.endswith(".safetensors")) == \
+        ["step_000002.safetensors"]
+    assert not [f for f in os.listdir(run_dir) if f.endswith(".part")]
+    monkeypatch.setattr(T.LoRATrainer, "train_step", original)
+
+    resumed = _run(model, str(tmp_path), name="cut", steps=6, checkpoint_every=2)
+    assert resumed.resumed_from == 2
+    a, b = _tensors(reference.path), _tensors(resumed.path)
+    # bitwise on the CPU: same weights, optimizer moments and per-step random draws
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r.step for r in resumed.table] == [2, 4, 6]
+
+    again = _run(model, str(tmp_path), name="cut", steps=6, checkpoint_every=2)
+    assert again.reused and again.resumed_from == 0
+    assert all(torch.equal(a[k], v) for k, v in _tensors(again.path).items())
+
+
+@pytest.mark.parametrize("bad", ["../evil", "sub/name", "/abs/name", "..", "", " ", ".hidden",
+                                 "a\\b", "x" * 200])
+def test_names_that_leave_the_loras_folder_are_refused(bad):
+    with pytest.raises(kohya.LoRAFileError, match="LoRA name"):
+        NI._lora_output_path(bad)
+
+
+def test_plain_names_stay_in_the_loras_folder():
+    name, path = NI._lora_output_path("Anna (v2).safetensors")
+    assert name == "Anna (v2).safetensors"
+    assert os.path.dirname(path) == os.path.realpath(runtime.model_folder_paths("loras")[0])
+
+
+def test_zero_photos_and_bad_items_are_refused(tmp_path):
+    with pytest.raises(T.IdentityTrainError, match="no training photos"):
+        T.as_samples([])
+    with pytest.raises(T.IdentityTrainError, match="photo1: 60x64 is not a multiple of 64"):
+        T.as_samples([("photo1", np.zeros((64, 60, 3), np.uint8), "c")])
+    model = _model()
+    with pytest.raises(T.IdentityTrainError, match="trigger word is empty"):
+        T.train_identity_lora(model, _items(), " ", _settings(), str(tmp_path / "x.safetensors"),
+                              str(tmp_path / "run"))
+    with pytest.raises(Exception, match="no photos"):
+        NI._photo_list(None, "")
