@@ -14,7 +14,6 @@ import os
 import shutil
 
 import av
-import numpy as np
 import pytest
 
 from tests.test_video_load import H, W, index_of, write_video
