@@ -38,7 +38,7 @@ CORE_MODEL_FOLDERS = (
     "clip_vision", "vae", "audio_encoders", "diffusers",
 )
 PACK_MODEL_FOLDERS = ("tts", "lipsync", "insightface", "whisper", "fonts", "frame_interpolation",
-                      "facerestore_models")
+                      "facerestore_models", "translation")
 MODEL_EXTENSIONS = {
     ".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".onnx", ".json", ".txt", ".yaml",
 }

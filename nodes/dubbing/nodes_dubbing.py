@@ -5,7 +5,7 @@ from .. import runtime
 from ..media import MediaError, check_audio
 from ..script.segments import SEGMENTS_TYPE, coerce_segments
 from ..voice import engine as voice_engine, nodes_voice, profiles
-from . import background, voice_fit
+from . import background, languages, transcribe, translate, voice_fit
 
 CATEGORY = "SpinBot/dubbing"
 
@@ -184,11 +184,183 @@ class SpinBotDubMix:
         return ({"waveform": result.wave[None], "sample_rate": result.rate}, result.report())
 
 
+# --------------------------------------------------------------------------- transcribe + translate (17b)
+
+AUTO = "auto"
+FROM_TRANSCRIPTION = "from transcription"
+
+
+def _video_audio(video) -> dict:
+    """The audio of a SPINBOT_VIDEO or a core VIDEO (stored through the video stage's loader)."""
+    from ..video.load import as_spinbot_video
+
+    video = as_spinbot_video(video, "SpinBot Transcribe: video")
+    if video.audio is None:
+        raise transcribe.TranscribeError("SpinBot Transcribe: the video has no audio track, so "
+                                         "there is no speech to transcribe")
+    return video.audio
+
+
+class SpinBotTranscribe:
+    DESCRIPTION = ("Transcribes speech with Whisper (a transformers folder in models/whisper) "
+                   "into timed segments: audio or a video's sound is mixed to mono and resampled "
+                   "to 16 kHz, silent stretches are skipped, long audio is read in Whisper's 30 s "
+                   "windows, each continuing where the last complete segment ended. Language "
+                   "auto-detected or given. Segment times are measured by the model; word times "
+                   "too when the model has alignment heads. Silent input is an error.")
+    CATEGORY = CATEGORY
+    FUNCTION = "run"
+    RETURN_TYPES = (SEGMENTS_TYPE, "STRING", "STRING", "STRING", "STRING")
+    RETURN_NAMES = ("segments", "text", "language", "words", "report")
+    OUTPUT_TOOLTIPS = (
+        "The spoken sentences with measured start/end (seconds from the start of the audio), "
+        "for SpinBot Translate, subtitles and the dubbing voice.",
+        "The whole transcript.",
+        "The language spoken (Whisper code, e.g. 'de'): detected or the one given. Connect it "
+        "to SpinBot Translate's 'language'.",
+        "Word timestamps as JSON [{word, start, end}] ('[]' when the model has no alignment "
+        "heads or word timestamps are off).",
+        "Model, language, windows, conversions, segment count and any notes.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        models = transcribe.list_whisper()
+        default = transcribe.DEFAULT_MODEL if transcribe.DEFAULT_MODEL in models else models[0]
+        names = sorted(n.title() for n in languages.whisper_languages().values())
+        return {
+            "required": {
+                "model": (models, {"default": default, "tooltip": "Whisper folder in "
+                          "models/whisper (config.json, model.safetensors, tokenizer and "
+                          "preprocessor files), e.g. whisper-large-v3-turbo."}),
+                "language": ([AUTO] + names, {"default": AUTO, "tooltip": "The language "
+                             "spoken; 'auto' detects it from the first speech."}),
+                "word_timestamps": ("BOOLEAN", {"default": True, "tooltip": "Also time every "
+                                    "word (needs the model's alignment heads; said in the "
+                                    "report when missing)."}),
+            },
+            "optional": {
+                "audio": ("AUDIO", {"tooltip": "Speech to transcribe (any rate and channels)."}),
+                "video": ("SPINBOT_VIDEO,VIDEO", {"tooltip": "A video (SpinBot or core "
+                          "VIDEO) whose sound is transcribed (used when no audio is "
+                          "connected)."}),
+            },
+        }
+
+    @classmethod
+    def IS_CHANGED(cls, model: str = "", **_kw):
+        return runtime.model_stamp(transcribe.FOLDER, model)
+
+    def run(self, model: str, language: str, word_timestamps: bool, audio=None, video=None):
+        if audio is None and video is None:
+            raise MediaError("SpinBot Transcribe: connect 'audio' or 'video'")
+        what = "audio" if audio is not None else "video's audio"
+        wave, notes = transcribe.audio_16k_mono(audio if audio is not None
+                                                else _video_audio(video), what)
+        whisper = transcribe.load_whisper(model)
+        result = transcribe.transcribe(wave, whisper, language, bool(word_timestamps), what)
+        seconds = len(wave) / transcribe.SAMPLE_RATE
+        lines = [f"Whisper '{model}', language {languages.whisper_name(result.language)} "
+                 f"({result.language}, {'given' if language != AUTO else 'detected'})",
+                 f"{seconds:.2f} s of {what} in {result.windows} window(s) of 30 s; "
+                 f"{len(result.segments)} segment(s), {len(result.text.split())} word(s)",
+                 ("word timestamps: " + (f"{len(result.words)} words" if result.word_level
+                                         else "off" if not word_timestamps else "unavailable"))]
+        lines += notes + [n for n in result.notes if not n.startswith("detected language")]
+        return (result.segments, result.text, result.language, result.words_json(),
+                "\n".join(lines))
+
+
+class SpinBotTranslate:
+    DESCRIPTION = ("Translates timed segments with NLLB-200 (a transformers folder in "
+                   "models/translation, e.g. nllb-200-distilled-600M) into any of its 202 "
+                   "languages, sentence by sentence (long sentences split within the token "
+                   "limit and joined again). Every segment keeps its start and end. Glossary "
+                   "terms are kept as written (or as you give them); terms the model dropped "
+                   "are reported.")
+    CATEGORY = CATEGORY
+    FUNCTION = "run"
+    RETURN_TYPES = (SEGMENTS_TYPE, "STRING", "STRING")
+    RETURN_NAMES = ("segments", "text", "report")
+    OUTPUT_TOOLTIPS = (
+        "The translated segments with the original start/end, for SpinBot Dub Voice and "
+        "subtitles.",
+        "The whole translation.",
+        "Model, languages, pieces translated, sentences split, glossary terms dropped.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        models = translate.list_translators()
+        default = translate.DEFAULT_MODEL if translate.DEFAULT_MODEL in models else models[0]
+        names = languages.nllb_names()
+        return {
+            "required": {
+                "segments": (SEGMENTS_TYPE, {"tooltip": "Segments to translate (SpinBot "
+                             "Transcribe)."}),
+                "model": (models, {"default": default, "tooltip": "NLLB-200 folder in "
+                          "models/translation (config.json, model.safetensors, tokenizer "
+                          "files)."}),
+                "target_language": (names, {"default": "English", "tooltip": "Language to "
+                                    "translate into."}),
+                "source_language": ([FROM_TRANSCRIPTION] + names, {"default": FROM_TRANSCRIPTION,
+                                    "tooltip": "Language of the segments; 'from transcription' "
+                                    "uses the connected 'language' (SpinBot Transcribe's)."}),
+                "glossary": ("STRING", {"multiline": True, "default": "", "tooltip": "Terms to "
+                             "keep, one per line: 'Name' keeps it as written, 'Term = "
+                             "Translation' forces a translation. Lines starting with # are "
+                             "ignored."}),
+                "max_tokens": ("INT", {"default": translate.DEFAULT_MAX_TOKENS, "min": 16,
+                               "max": translate.MAX_TOKENS_LIMIT, "tooltip": "Longest piece "
+                               "given to the model at once, in tokens; longer sentences are "
+                               "split at commas or between words."}),
+            },
+            "optional": {
+                "language": ("STRING", {"forceInput": True, "tooltip": "The source language "
+                             "from SpinBot Transcribe (a code like 'de' or a name)."}),
+            },
+        }
+
+    @classmethod
+    def IS_CHANGED(cls, model: str = "", **_kw):
+        return runtime.model_stamp(translate.FOLDER, model)
+
+    def run(self, segments, model: str, target_language: str, source_language: str,
+            glossary: str, max_tokens: int, language: str | None = None):
+        segs = coerce_segments(segments) if segments else ()
+        if not segs:
+            raise translate.TranslateError("SpinBot Translate: 'segments' is empty; connect "
+                                           "SpinBot Transcribe's segments")
+        source = source_language
+        if source_language == FROM_TRANSCRIPTION:
+            if not (language or "").strip():
+                raise translate.TranslateError(
+                    "SpinBot Translate: source_language is 'from transcription' but no "
+                    "'language' is connected; connect SpinBot Transcribe's 'language' or choose "
+                    "the source language")
+            source = language
+        terms = translate.parse_glossary(glossary)
+        translator = translate.load_translator(model)
+        result = translate.translate_segments(segs, translator, source, target_language, terms,
+                                              int(max_tokens))
+        lines = [f"NLLB '{model}': {languages.nllb_name(result.source)} ({result.source}) -> "
+                 f"{languages.nllb_name(result.target)} ({result.target})",
+                 f"{len(result.segments)} segment(s), {result.pieces} piece(s) translated, "
+                 f"{result.split_sentences} sentence(s) over {int(max_tokens)} tokens split",
+                 f"glossary: {len(terms)} term(s)" + (
+                     "; dropped by the model: " + ", ".join(f"'{t}' (segment {i})"
+                                                            for i, t in result.dropped)
+                     if result.dropped else "")]
+        return (result.segments, result.text, "\n".join(lines + result.notes))
+
+
 NODE_CLASS_MAPPINGS: dict[str, type] = {
+    "SpinBotTranscribe": SpinBotTranscribe,
+    "SpinBotTranslate": SpinBotTranslate,
     "SpinBotDubVoice": SpinBotDubVoice,
     "SpinBotDubMix": SpinBotDubMix,
 }
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
+    "SpinBotTranscribe": "SpinBot Transcribe",
+    "SpinBotTranslate": "SpinBot Translate",
     "SpinBotDubVoice": "SpinBot Dub Voice",
     "SpinBotDubMix": "SpinBot Dub Mix",
 }

@@ -1,0 +1,172 @@
+"""SpinBot Transcribe on the tiny Whisper large-v3-turbo folder (random weights: the text is
+noise, so the tests check times, windows, languages, conversions and errors)."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from spinbot.nodes import NODE_CLASS_MAPPINGS
+from spinbot.nodes.dubbing import nodes_dubbing, transcribe
+from spinbot.nodes.dubbing.languages import LanguageError
+from spinbot.nodes.manifest import MissingModelError
+from spinbot.nodes.media import make_audio
+from spinbot.nodes.video import store
+from tests import factory
+from tests.factory_dubbing import WHISPER_DIR
+
+MODEL = WHISPER_DIR
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dub-models")
+    factory.build(root, only=["whisper"])
+    return root
+
+
+@pytest.fixture
+def models(built, monkeypatch):
+    monkeypatch.setenv("SPINBOT_MODELS_DIR", str(built))
+    return built
+
+
+def speechlike(seconds: float, rate: int, spans, channels: int = 1, seed: int = 0) -> np.ndarray:
+    """Amplitude-modulated noise ("syllables" at 4 Hz) inside ``spans``, silence elsewhere."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    wave = np.zeros_like(t)
+    for a, b in spans:
+        inside = (t >= a) & (t < b)
+        wave[inside] = (rng.standard_normal(inside.sum()) * 0.2
+                        * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t[inside])))
+    return np.stack([wave * (0.9 ** c) for c in range(channels)]).astype(np.float32)
+
+
+def check_segments(segments, duration: float) -> None:
+    assert segments, "no segments"
+    prev = 0.0
+    for k, s in enumerate(segments):
+        assert s.index == k and s.estimated is False and isinstance(s.text, str) and s.text
+        assert prev <= s.start <= s.end <= duration + 1e-9, (s, prev, duration)
+        prev = s.end
+
+
+def test_registered_with_its_outputs():
+    cls = NODE_CLASS_MAPPINGS["SpinBotTranscribe"]
+    assert cls.RETURN_NAMES == ("segments", "text", "language", "words", "report")
+    assert cls.CATEGORY == "SpinBot/dubbing"
+    inputs = cls.INPUT_TYPES()
+    assert "German" in inputs["required"]["language"][0]
+    assert {"audio", "video"} <= set(inputs["optional"])
+
+
+def test_stereo_44k_audio_gives_measured_segments_inside_it_and_repeats(models):
+    audio = make_audio(speechlike(6.0, 44100, [(0.5, 2.5), (3.0, 5.5)], channels=2), 44100)
+    node = nodes_dubbing.SpinBotTranscribe()
+    segments, text, language, words, report = node.run(MODEL, "auto", True, audio=audio)
+    check_segments(segments, 6.0)
+    assert language in transcribe.load_whisper(MODEL).languages()
+    assert text == " ".join(s.text for s in segments).strip()
+    assert "44100 Hz -> 16000 Hz" in report and "averaged to mono" in report
+    assert "detected" in report
+    # word timestamps from the alignment heads: inside the audio, in order
+    parsed = json.loads(words)
+    assert parsed and all(0 <= w["start"] <= w["end"] <= 6.0 for w in parsed)
+    assert [w["start"] for w in parsed] == sorted(w["start"] for w in parsed)
+    again = node.run(MODEL, "auto", True, audio=audio)
+    assert again[0] == segments and again[2] == language  # greedy decoding: deterministic
+
+
+def test_long_audio_is_read_in_30s_windows_with_continuous_times(models):
+    wave = speechlike(70.0, 16000, [(0.2, 69.5)])[0]
+    whisper = transcribe.load_whisper(MODEL)
+    result = transcribe.transcribe(wave, whisper, "German", word_timestamps=False)
+    assert result.language == "de" and result.windows >= 3
+    check_segments(result.segments, 70.0)
+    assert result.segments[-1].end > 40.0  # the later windows were transcribed too
+    assert result.words == [] and not result.word_level
+
+
+def test_window_parsing_keeps_complete_segments_and_reports_a_cut_one():
+    begin, special = 1000, {999}
+    ts = lambda s: begin + int(round(s / transcribe.TIME_PRECISION))  # noqa: E731
+    tokens = [ts(0.0), 5, 6, ts(1.0), ts(1.2), 7, 999, ts(2.5)]
+    parsed, complete = transcribe._parse(tokens, begin, special)
+    assert complete and [(a, b, ids) for a, b, ids, _ in parsed] == [(0.0, 1.0, [5, 6]),
+                                                                     (1.2, 2.5, [7])]
+    parsed, complete = transcribe._parse(tokens[:-1] + [8], begin, special)
+    assert not complete and parsed[-1][1] is None and parsed[-1][2] == [7, 8]
+
+
+def test_silence_before_speech_is_skipped_and_times_stay_absolute(models):
+    wave = speechlike(40.0, 16000, [(33.0, 38.0)])[0]
+    result = transcribe.transcribe(wave, transcribe.load_whisper(MODEL), "en", False)
+    check_segments(result.segments, 40.0)
+    assert result.windows == 1 and result.segments[0].start >= 32.8
+
+
+def test_video_audio_is_transcribed_and_a_silent_video_is_a_clear_error(models):
+    node = nodes_dubbing.SpinBotTranscribe()
+    frames = np.zeros((4, 16, 16, 3), np.uint8)
+
+    def video(key, wave):
+        with store.VideoWriter(key, 2.0) as writer:
+            writer.write(frames)
+            return writer.finish(audio=make_audio(wave, 16000) if wave is not None else None)
+
+    talking = video("talk", speechlike(2.0, 16000, [(0.2, 1.8)]))
+    segments = node.run(MODEL, "English", False, video=talking)[0]
+    check_segments(segments, 2.0)
+    with pytest.raises(transcribe.TranscribeError, match="no speech in the video's audio"):
+        node.run(MODEL, "auto", False, video=video("quiet", np.zeros((1, 32000), np.float32)))
+    with pytest.raises(transcribe.TranscribeError, match="no audio track"):
+        node.run(MODEL, "auto", False, video=video("mute", None))
+    with pytest.raises(ValueError, match="connect 'audio' or 'video'"):
+        node.run(MODEL, "auto", False)
+
+
+def test_silent_audio_is_a_no_speech_error(models):
+    node = nodes_dubbing.SpinBotTranscribe()
+    silent = make_audio(np.zeros((2, 48000), np.float32), 48000)
+    with pytest.raises(transcribe.TranscribeError, match="no speech in the audio: it is silent"):
+        node.run(MODEL, "auto", True, audio=silent)
+    hiss = make_audio(np.full((1, 16000), 1e-4, np.float32), 16000)  # -80 dBFS
+    with pytest.raises(transcribe.TranscribeError, match="no speech"):
+        node.run(MODEL, "auto", True, audio=hiss)
+
+
+def test_unknown_language_lists_close_names(models):
+    wave = speechlike(1.0, 16000, [(0.1, 0.9)])[0]
+    with pytest.raises(LanguageError, match=r"unknown language 'Germna'; closest: German"):
+        transcribe.transcribe(wave, transcribe.load_whisper(MODEL), "Germna")
+
+
+def test_missing_model_names_folder_and_source(spinbot_dirs):
+    node = nodes_dubbing.SpinBotTranscribe()
+    audio = make_audio(speechlike(1.0, 16000, [(0.1, 0.9)]), 16000)
+    with pytest.raises(MissingModelError) as err:
+        node.run(MODEL, "auto", True, audio=audio)
+    text = str(err.value)
+    assert f"'{MODEL}'" in text and "'whisper'" in text
+    assert "https://huggingface.co/openai/whisper-large-v3-turbo" in text
+    # a folder without the model files is named as such, not a stack trace
+    (spinbot_dirs["models"] / "whisper" / "broken").mkdir(parents=True)
+    with pytest.raises(transcribe.TranscribeError, match="broken.*config.json.*missing"):
+        node.run("broken", "auto", True, audio=audio)
+
+
+def test_without_alignment_heads_word_timestamps_are_reported_unavailable(built, spinbot_dirs):
+    target = spinbot_dirs["models"] / "whisper" / "no-heads"
+    shutil.copytree(built / "whisper" / MODEL, target)
+    config = json.loads((target / "generation_config.json").read_text())
+    del config["alignment_heads"]
+    (target / "generation_config.json").write_text(json.dumps(config))
+    audio = make_audio(speechlike(2.0, 16000, [(0.2, 1.8)]), 16000)
+    segments, _text, language, words, report = nodes_dubbing.SpinBotTranscribe().run(
+        "no-heads", "German", True, audio=audio)
+    check_segments(segments, 2.0)
+    assert language == "de" and words == "[]"
+    assert "word timestamps: unavailable" in report and "no alignment_heads" in report
