@@ -45,7 +45,8 @@ def tiny_arcface_model(seed: int = 0):
     x, channels, size = "input.1", 3, SIZE
     # Four stride-2 convolutions: 112 -> 56 -> 28 -> 14 -> 7.
     for i in range(4):
-        w = (rng.standard_normal((WIDTH, channels, 3, 3)) / np.sqrt(channels * 9)).astype(np.float32)
+        w = rng.standard_normal((WIDTH, channels, 3, 3)) / np.sqrt(channels * 9)
+        w = w.astype(np.float32)
         b = (rng.standard_normal(WIDTH) * 0.05).astype(np.float32)
         inits += [numpy_helper.from_array(w, f"conv{i}.weight"),
                   numpy_helper.from_array(b, f"conv{i}.bias")]

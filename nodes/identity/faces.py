@@ -253,7 +253,8 @@ def similarity_matrix(emb_a: Sequence[np.ndarray | None],
     return m
 
 
-def compare_embeddings(emb_a: Sequence[np.ndarray | None], emb_b: Sequence[np.ndarray | None] | None,
+def compare_embeddings(emb_a: Sequence[np.ndarray | None],
+                       emb_b: Sequence[np.ndarray | None] | None,
                        names_a: Sequence[str] | None = None,
                        names_b: Sequence[str] | None = None) -> SimilarityResult:
     """`SimilarityResult` of embeddings already computed (``emb_b`` None: ``emb_a`` against
@@ -269,7 +270,8 @@ def compare_embeddings(emb_a: Sequence[np.ndarray | None], emb_b: Sequence[np.nd
     result = SimilarityResult(matrix=matrix, mean=0.0, pairs=0, same=same,
                               names_a=names_a, names_b=names_b,
                               missing_a=[i for i, e in enumerate(emb_a) if e is None],
-                              missing_b=[] if same else [j for j, e in enumerate(emb_b) if e is None])
+                              missing_b=[] if same else
+                              [j for j, e in enumerate(emb_b) if e is None])
     compared = result._compared()
     result.pairs = int(compared.size)
     result.mean = float(compared.mean()) if compared.size else 0.0
