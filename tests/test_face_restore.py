@@ -8,6 +8,7 @@ the node once, and the full-size GFPGAN (spandrel fixes its sizes) loads and run
 """
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -421,3 +422,49 @@ def test_node_takes_a_core_video(known_node, invert, astronaut, spinbot_dirs):
         invert, "buffalo_l", 1.0, True, 0.5, "auto", 4, video=core)
     assert out.frame_count == 3 and out.fps == FPS and out.audio is not None
     assert "3 frames, 3 faces restored" in report
+
+
+# --------------------------------------------------------------------------- real ComfyUI
+
+COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory):
+    from tests import factory
+    from tests.comfyui_server import ComfyUI
+
+    base = tmp_path_factory.mktemp("comfy_restore")
+    factory.build(base / "models", only=["facerestore_models", "insightface"])
+    server = ComfyUI(COMFYUI_PATH, str(base))
+    yield server
+    server.stop()
+
+
+@pytest.mark.comfyui
+@pytest.mark.skipif(not COMFYUI_PATH, reason="COMFYUI_PATH is not set")
+def test_face_restore_runs_in_a_real_comfyui(comfy, astronaut):
+    from PIL import Image
+
+    info = comfy.get("/object_info")
+    restore = info["SpinBotFaceRestore"]["input"]
+    assert restore["optional"]["video"][0] == "SPINBOT_VIDEO,VIDEO"
+    assert "RestoreFormer.pth" in info["SpinBotFaceRestoreModel"]["input"]["required"][
+        "model_name"][0]
+    Image.fromarray(astronaut).resize((256, 256)).save(os.path.join(comfy.base_dir, "input",
+                                                                    "face.png"))
+    graph = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "face.png"}},
+        "2": {"class_type": "SpinBotFaceRestoreModel",
+              "inputs": {"model_name": "RestoreFormer.pth"}},
+        "3": {"class_type": "SpinBotFaceRestore",
+              "inputs": {"face_restore_model": ["2", 0], "face_detector": "buffalo_l",
+                         "strength": 1.0, "only_largest_face": True, "codeformer_fidelity": 0.5,
+                         "precision": "auto", "faces_per_batch": 4, "images": ["1", 0]}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0],
+                                                    "filename_prefix": "restored"}},
+    }
+    entry = comfy.wait(comfy.queue(graph), timeout=600)
+    saved = entry["outputs"]["4"]["images"][0]
+    path = os.path.join(comfy.base_dir, "output", saved.get("subfolder", ""), saved["filename"])
+    assert Image.open(path).size == (256, 256)
