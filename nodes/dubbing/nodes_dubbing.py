@@ -272,7 +272,7 @@ class SpinBotTranscribe:
 
 class SpinBotTranslate:
     DESCRIPTION = ("Translates timed segments with NLLB-200 (a transformers folder in "
-                   "models/translation, e.g. nllb-200-distilled-600M) into any of its 202 "
+                   "models/translation such as nllb-200-distilled-600M) into any of its 202 "
                    "languages, sentence by sentence (long sentences split within the token "
                    "limit and joined again). Every segment keeps its start and end. Glossary "
                    "terms are kept as written (or as you give them); terms the model dropped "
