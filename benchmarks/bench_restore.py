@@ -49,7 +49,6 @@ def main(argv: list[str] | None = None) -> dict:
     from pathlib import Path
 
     import numpy as np
-    import torch
     from PIL import Image
     from skimage import data
 
