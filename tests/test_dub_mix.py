@@ -85,7 +85,7 @@ def test_original_speech_ducked_by_the_asked_db_background_kept(channels):
             assert np.abs(bed[int(a * RATE):int(b * RATE)]
                           - x[c, int(a * RATE):int(b * RATE)]).max() < 1e-3
     dropped = float(re.search(r"original speech band dropped ([\d.]+) dB", report).group(1))
-    under = float(re.search(r"outside the band under speech ([\d.]+) dB", report).group(1))
+    under = float(re.search(r"background outside it under speech ([\d.]+) dB", report).group(1))
     assert dropped == pytest.approx(24.0, abs=1.0) and under == pytest.approx(4.0, abs=1.0)
     assert "original outside speech changed 0.0 dB" in report
     assert ("stereo" if channels == 2 else "mono") in report
@@ -106,6 +106,27 @@ def test_never_a_silent_bed_and_zero_reduction_keeps_the_original():
     assert under == pytest.approx(-43.0, abs=1.0)  # the 12 kHz tone (-23 dBFS RMS) less 20 dB
     with pytest.raises(MediaError, match="background_ducking_db must lie in 0..20"):
         node.mix(audio, silent_speech, SEGMENTS, 24.0, 30.0, 0.05, 0.3)
+
+
+def test_stereo_centre_only_ducks_the_centred_voice_and_keeps_side_music_in_the_band():
+    t = _t()
+    voice = 0.3 * np.sin(2 * np.pi * SPEECH_HZ * t) * _in_segments(t)  # centred: L = R
+    music = 0.1 * np.sin(2 * np.pi * 2000.0 * t)  # in the speech band, wide: L = -R
+    x = np.stack([voice + music, voice - music]).astype(np.float32)
+    audio = {"waveform": torch.from_numpy(x)[None], "sample_rate": RATE}
+    speech = {"waveform": torch.zeros(1, 1, x.shape[-1]), "sample_rate": RATE}
+    node = nodes_dubbing.SpinBotDubMix()
+    centre, report = node.mix(audio, speech, SEGMENTS, 24.0, 4.0, 0.05, 0.3, centre_only=True)
+    whole, _r = node.mix(audio, speech, SEGMENTS, 24.0, 4.0, 0.05, 0.3, centre_only=False)
+    a, b = 1.2, 2.3
+    for c in range(2):
+        y, w = centre["waveform"][0, c].numpy(), whole["waveform"][0, c].numpy()
+        assert db(amplitude(y, SPEECH_HZ, a, b) / 0.3) == pytest.approx(-24.0, abs=1.0)
+        assert db(amplitude(y, 2000.0, a, b) / 0.1) == pytest.approx(-4.0, abs=1.0)  # kept
+        assert db(amplitude(w, 2000.0, a, b) / 0.1) == pytest.approx(-24.0, abs=1.0)  # ducked
+    assert "band's centre (mid)" in report
+    dropped = float(re.search(r"original speech band dropped ([\d.]+) dB", report).group(1))
+    assert dropped == pytest.approx(24.0, abs=1.0)
 
 
 def test_bad_inputs_give_clear_errors():

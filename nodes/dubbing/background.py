@@ -11,6 +11,11 @@ nearly whole under the new speech; what shares the band with the voice is lowere
 the original speech is *ducked*, not separated: it drops by the asked dB, the background in the
 band drops with it. Everything is measured on the result and reported.
 
+With ``centre_only`` on a stereo original only the band's centre (mid, (L+R)/2) is treated as
+speech and its sides (L-R) as background: film and TV mixes put dialogue in the centre, so stereo
+music and ambience in the speech band keep their width and most of their level; speech recorded
+off-centre (a stereo microphone pair) would leak through its side, so it is off by default.
+
 Waveforms are float32 ``[C,T]``; rates in Hz; levels in dB.
 """
 from __future__ import annotations
@@ -44,14 +49,15 @@ class MixSettings:
     background_ducking_db: float = 4.0
     attack_seconds: float = 0.05
     release_seconds: float = 0.3
+    centre_only: bool = False  # stereo: duck only the band's centre (mid), keep its sides
 
 
 @dataclass
 class MixResult:
     wave: torch.Tensor  # [C,T] at rate, T = the original's length
     rate: int
-    speech_drop_db: float | None  # speech band, original vs bed, where fully ducked
-    background_under_speech_db: float | None  # outside the band, original vs bed, same blocks
+    speech_drop_db: float | None  # speech band (or its mid), original vs bed, fully ducked
+    background_under_speech_db: float | None  # everything else, original vs bed, same blocks
     outside_change_db: float | None  # whole original vs bed where nothing is ducked
     bed_under_speech_dbfs: float | None
     bed_outside_dbfs: float | None
@@ -65,15 +71,16 @@ class MixResult:
 
         s = self.settings
         c, n = self.wave.shape
+        part = "band's centre (mid)" if s.centre_only and c == 2 else "band"
         lines = [f"dub mix: {n / self.rate:.3f} s ({n} samples) at {self.rate} Hz, "
                  f"{'stereo' if c == 2 else 'mono'}",
                  f"method: band-split ducking (original speech is ducked, not separated): the "
-                 f"{SPEECH_BAND_HZ[0]:.0f}-{SPEECH_BAND_HZ[1]:.0f} Hz band -"
+                 f"{SPEECH_BAND_HZ[0]:.0f}-{SPEECH_BAND_HZ[1]:.0f} Hz {part} -"
                  f"{s.speech_reduction_db:.1f} dB, the rest -{s.background_ducking_db:.1f} dB "
                  f"where the original or new speech is ({self.speech_seconds:.2f} s), attack "
                  f"{s.attack_seconds:.2f} s ahead, release {s.release_seconds:.2f} s",
                  f"measured: original speech band dropped {db(self.speech_drop_db)}, background "
-                 f"outside the band under speech {db(self.background_under_speech_db)}, "
+                 f"outside it under speech {db(self.background_under_speech_db)}, "
                  f"original outside speech changed {db(self.outside_change_db)}",
                  f"bed level: under speech {db(self.bed_under_speech_dbfs, 'dBFS')}, outside "
                  f"{db(self.bed_outside_dbfs, 'dBFS')}"]
@@ -129,7 +136,8 @@ def dub_mix(original: dict, speech: dict, segments: Sequence[Segment],
     Output: the original's rate and length; its channel count (more than two are downmixed to
     stereo). The speech (any rate, mono or stereo) is resampled and cut or padded to that length.
     Raises MediaError for no segments, a silent original (nothing to keep), a bad AUDIO
-    (`media.check_audio`) or settings out of range (speech band 0-60 dB, background 0-20 dB, ramps 0-5 s)."""
+    (`media.check_audio`) or settings out of range (speech band 0-60 dB, background 0-20 dB,
+    ramps 0-5 s)."""
     tick = check_interrupted or (lambda: None)
     s = settings
     for name, hi in (("speech_reduction_db", 60.0), ("background_ducking_db", MAX_BACKGROUND_DB),
@@ -178,8 +186,16 @@ def dub_mix(original: dict, speech: dict, segments: Sequence[Segment],
     duck_bg = duck_curve(active, s.background_ducking_db, attack, release)
     tick()
 
-    band = _band(x, rate)
-    rest = x - band
+    stereo_centre = bool(s.centre_only) and c == 2
+
+    def speech_part(sig: np.ndarray) -> np.ndarray:
+        # The part that is ducked like speech: the band, or for a centred dialogue mix its mid
+        # (L+R)/2, the same in both channels, so the band's side (L-R) stays with the background.
+        band = _band(sig, rate)
+        return band.mean(axis=0, keepdims=True) if stereo_centre else band
+
+    ducked = speech_part(x)
+    rest = x - ducked
     tick()
     centres = starts + (hop - 1) / 2
     g_sp, g_bg = 10 ** (-duck_sp / 20), 10 ** (-duck_bg / 20)
@@ -187,7 +203,7 @@ def dub_mix(original: dict, speech: dict, segments: Sequence[Segment],
     for a in range(0, total, CHUNK_SAMPLES):
         b = min(a + CHUNK_SAMPLES, total)
         t = np.arange(a, b)
-        bed[:, a:b] = (band[:, a:b] * np.interp(t, centres, g_sp)
+        bed[:, a:b] = (ducked[:, a:b] * np.interp(t, centres, g_sp)
                        + rest[:, a:b] * np.interp(t, centres, g_bg))
     tick()
 
@@ -195,19 +211,21 @@ def dub_mix(original: dict, speech: dict, segments: Sequence[Segment],
     # curves at their asked depth) against blocks not ducked at all.
     full = (duck_sp >= s.speech_reduction_db - 1e-6) & (duck_bg >= s.background_ducking_db - 1e-6)
     none = (duck_sp <= 1e-6) & (duck_bg <= 1e-6)
-    bed_band = _band(bed, rate)
+    bed_part = speech_part(bed)
     result = MixResult(
         wave=torch.empty(0), rate=rate,
-        speech_drop_db=_ratio_db(_energy(band, full, hop), _energy(bed_band, full, hop)),
+        speech_drop_db=_ratio_db(_energy(ducked, full, hop), _energy(bed_part, full, hop)),
         background_under_speech_db=_ratio_db(_energy(rest, full, hop),
-                                             _energy(bed - bed_band, full, hop)),
+                                             _energy(bed - bed_part, full, hop)),
         outside_change_db=_ratio_db(_energy(x, none, hop), _energy(bed, none, hop)),
         bed_under_speech_dbfs=_dbfs(_energy(bed, full, hop)),
         bed_outside_dbfs=_dbfs(_energy(bed, none, hop)),
         speech_seconds=float(active.sum()) * hop / rate, settings=s, notes=notes)
     if result.speech_drop_db is None:
         notes.append("speech band: the original has nothing in it under the speech to measure")
-    del band, rest, bed_band
+    if s.centre_only and not stereo_centre:
+        notes.append("centre_only: the original is mono, so the whole speech band is ducked")
+    del ducked, rest, bed_part
     out = bed + v
     ceiling = 10 ** (PEAK_CEILING_DB / 20)
     if float(np.abs(out).max()) > ceiling:

@@ -167,18 +167,23 @@ class SpinBotDubMix:
                                    "step": 0.01, "tooltip": "Ramp down, ahead of each phrase."}),
                 "release_seconds": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 5.0,
                                     "step": 0.01, "tooltip": "Ramp back up after each phrase."}),
+                "centre_only": ("BOOLEAN", {"default": False, "tooltip": "Stereo originals: "
+                                "duck only the centre (mid) of the speech band, where film and "
+                                "TV mixes put dialogue, so stereo music keeps its width and "
+                                "level. Leave off for speech recorded off-centre."}),
             },
         }
 
     def mix(self, original, speech, segments, speech_reduction_db: float,
-            background_ducking_db: float, attack_seconds: float, release_seconds: float):
+            background_ducking_db: float, attack_seconds: float, release_seconds: float,
+            centre_only: bool = False):
         segs = coerce_segments(segments) if segments else ()
         if not segs:
             raise MediaError("SpinBot Dub Mix: 'segments' is empty; connect the segments of the "
                              "speech (SpinBot Transcribe/Translate or SpinBot Dub Voice)")
         settings = background.MixSettings(float(speech_reduction_db),
                                            float(background_ducking_db), float(attack_seconds),
-                                           float(release_seconds))
+                                           float(release_seconds), bool(centre_only))
         result = background.dub_mix(original, speech, segs, settings,
                                      runtime.check_interrupted)
         return ({"waveform": result.wave[None], "sample_rate": result.rate}, result.report())
