@@ -49,6 +49,18 @@ def gfpgan_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def codeformer_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    """A CodeFormer state dict (needs spandrel_extra_arches) with the smallest transformer
+    spandrel reads from the tensors (64-wide, one layer, 16 codes, one skip connection); its
+    VQ autoencoder's widths are fixed there, so the file is still 68 M parameters (271 MB)."""
+    from spandrel_extra_arches.architectures.CodeFormer import CodeFormer
+
+    seeded(seed)
+    model = CodeFormer(dim_embd=64, n_head=8, n_layers=1, codebook_size=16, latent_size=256,
+                       connect_list=["32"], fix_modules=["quantize", "generator"])
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
 def write_release(path: Path, state_dict: dict[str, torch.Tensor]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"params_ema": state_dict}, str(path))

@@ -158,12 +158,14 @@ def load_restorer_file(path: str, name: str | None = None) -> FaceRestorer:
     arch = descriptor.architecture.name
     if not isinstance(descriptor, ImageModelDescriptor) or descriptor.purpose != "FaceSR":
         raise FaceRestoreModelError(
-            f"'{name}' is a {arch} model (purpose {descriptor.purpose}), not a face restoration "
-            f"model; upscalers go in 'upscale_models' (SpinBot Upscale). Face restore takes "
+            f"'{name}' holds a model of architecture {arch} (spandrel purpose "
+            f"'{descriptor.purpose}'), not a face restoration model; upscalers go in "
+            "'upscale_models' (SpinBot Upscale). Face restore takes "
             f"GFPGAN or RestoreFormer files{codeformer_hint}")
     if arch not in KNOWN_ARCHES:
         raise FaceRestoreModelError(
-            f"'{name}' is a {arch} face model; SpinBot Face Restore runs {', '.join(KNOWN_ARCHES)} "
+            f"'{name}' holds a {arch} face model; SpinBot Face Restore runs "
+            f"{', '.join(KNOWN_ARCHES)} "
             "(their input and output ranges are known)")
     if descriptor.input_channels != 3 or descriptor.output_channels != 3:
         raise FaceRestoreModelError(
