@@ -300,4 +300,38 @@ def narrated() -> Graph:
     ])
 
 
-GRAPHS = [photo_with_audio, direct, guided, story, quote, narrated]
+def profile() -> Graph:
+    """Your identity profile, made once: 5-20 photos of you -> an identity LoRA in models/loras."""
+    nodes = [
+        Node(1, "SpinBotImageModel", "Image Model", (40, 80), (340, 180),
+             {"checkpoint": "v1-5-pruned-emaonly.safetensors"}),
+        Node(2, "SpinBotTrainIdentityLoRA", "Train Identity LoRA", (420, 80), (380, 720),
+             {"trigger_word": "ohwx", "name": "my-identity", "preset": "standard",
+              "photo_folder": "my_photos", "face_pack": DETECTOR},
+             {"image_model": (1, 0)}),
+        Node(3, "PreviewImage", "Samples", (840, 80), (420, 460), {}, {"images": (2, 2)}),
+        note(4, "Profile training: a handful of photos of you become an identity LoRA that every "
+                "other workflow picks up by name.\n\n"
+                "1. Put 5-20 photos of one person (face clearly visible, different angles, "
+                "light and clothes) in ComfyUI/input/my_photos/ (optional captions: photo1.txt "
+                "beside photo1.jpg), or connect a batch of images to 'photos'.\n"
+                "2. Train Identity LoRA: a rare trigger word and the LoRA's name. Presets: quick "
+                "(500 steps), standard (1000), strong (1600); any number not 0 overrides the "
+                "preset. Every checkpoint renders samples and scores their face similarity to "
+                "your photos; the best one is written to models/loras/my-identity.safetensors.\n"
+                "3. Cancel keeps the last checkpoint; queue again to continue from it.\n"
+                "4. Then open the guided or narrated workflow and pick my-identity.safetensors in "
+                "Identity LoRA.\n\n"
+                "Model files (python install.py --models profile): models/checkpoints/"
+                f"v1-5-pruned-emaonly.safetensors, models/insightface/models/{DETECTOR}/ (face "
+                "detector and recogniser). A 16 GB GPU trains 'standard' in minutes; CPU works "
+                "but is very slow.", (40, 300), (360, 620)),
+    ]
+    return Graph("profile", nodes, [
+        Group("Photos and model", (20, 10, 380, 940), C["inputs"]),
+        Group("Training", (400, 10, 420, 820), C["image"]),
+        Group("Samples", (820, 10, 460, 560), C["output"]),
+    ])
+
+
+GRAPHS = [photo_with_audio, direct, guided, story, quote, narrated, profile]
