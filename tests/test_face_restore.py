@@ -109,6 +109,14 @@ def test_alignment_maps_keypoints_onto_the_ffhq_template():
     assert np.allclose(align.FFHQ_TEMPLATE_512 @ back[:, :2].T + back[:, 2], kps, atol=1e-3)
 
 
+def test_alignment_matches_facexlibs_opencv_estimate():
+    cv2 = pytest.importorskip("cv2")
+    ours = align.alignment(ASTRONAUT_KPS)
+    theirs = cv2.estimateAffinePartial2D(ASTRONAUT_KPS, align.FFHQ_TEMPLATE_512,
+                                         method=cv2.LMEDS)[0]
+    assert np.abs(ours - theirs).max() < 1e-3
+
+
 @pytest.mark.parametrize("kps", [np.full((5, 2), 50.0),                       # one spot
                                  np.stack([np.arange(5) * 10.0, np.arange(5) * 5.0], 1),  # a line
                                  np.array([[0, 0], [1, 0], [0.5, 0.5], [0, 1], [1, 1]]),  # 1 px
