@@ -169,7 +169,23 @@ def test_resume_after_cancel_redoes_only_unfinished_segments(tts_models, monkeyp
         node.speak(segs, audio, voice=voice, **args)
     assert calls == ["Sentence number 0.", "Sentence number 1."]
     stop_after[0] = -1
+    bars = []
+
+    class Recording(runtime.Progress):
+        def __init__(self, total, desc="SpinBot"):
+            super().__init__(total, desc)
+            self.seen = []
+            bars.append(self)
+
+        def update(self, n=1, preview=None):
+            super().update(n, preview)
+            self.seen.append(self.current)
+
+    monkeypatch.setattr(runtime, "Progress", Recording)
     speech, timed, report = node.speak(segs, audio, voice=voice, **args)
+    # one bar: the reused segments count at once, the others per sampling step, ending full
+    assert len(bars) == 1 and bars[0].seen[-1] == bars[0].total == 4 * args["nfe_steps"]
+    assert bars[0].seen == sorted(bars[0].seen) and len(bars[0].seen) >= 2 * args["nfe_steps"]
     assert calls[2:] == ["Sentence number 2.", "Sentence number 3."]  # only the unfinished two
     assert "reused from cache: 2 of 4 segments" in report
     assert "voice profile" in report

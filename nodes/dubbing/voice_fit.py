@@ -239,13 +239,16 @@ def pick_reference(mono: np.ndarray, rate: int, segments: Sequence[Segment],
     """
     segs = sorted((s for s in segments if s.end > s.start and s.text.strip()),
                   key=lambda s: s.start)
-    runs = (_runs(segs, REFERENCE_MIN_SECONDS, max_seconds)
-            or _runs(segs, REFERENCE_FALLBACK_SECONDS, max_seconds))
+    # The padded cut must stay within the profile's limit: a longer one would be cut at a pause
+    # by `prepare_reference` and no longer match its transcript.
+    longest = max_seconds - 2 * REFERENCE_PAD_SECONDS
+    runs = (_runs(segs, REFERENCE_MIN_SECONDS, longest)
+            or _runs(segs, REFERENCE_FALLBACK_SECONDS, longest))
     if not runs:
         longest = max((s.end - s.start for s in segs), default=0.0)
         raise VoiceError(
             f"no stretch of the original speech lasts {REFERENCE_FALLBACK_SECONDS:g}-"
-            f"{max_seconds:g} s (longest segment {longest:.1f} s) to take the speaker's voice "
+            f"{longest:g} s (longest segment {longest:.1f} s) to take the speaker's voice "
             "from: connect a 'voice' from SpinBot Voice Profile")
     best = None
     total = len(mono)
