@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
 
-from spinbot.nodes import NODE_CLASS_MAPPINGS
+from spinbot.nodes import NODE_CLASS_MAPPINGS, runtime
 from spinbot.nodes.dubbing import nodes_dubbing, transcribe
 from spinbot.nodes.dubbing.languages import LanguageError
 from spinbot.nodes.manifest import MissingModelError
@@ -16,6 +17,7 @@ from spinbot.nodes.media import make_audio
 from spinbot.nodes.video import store
 from tests import factory
 from tests.factory_dubbing import WHISPER_DIR
+from tests.media import write_wav
 
 MODEL = WHISPER_DIR
 
@@ -126,6 +128,31 @@ def test_video_audio_is_transcribed_and_a_silent_video_is_a_clear_error(models):
         node.run(MODEL, "auto", False, video=video("mute", None))
     with pytest.raises(ValueError, match="connect 'audio' or 'video'"):
         node.run(MODEL, "auto", False)
+
+
+def test_core_video_from_loadvideo_is_transcribed(models, spinbot_dirs):
+    wav = write_wav(str(spinbot_dirs["temp"] / "speech.wav"),
+                    speechlike(3.0, 22050, [(0.3, 2.7)]), 22050)
+    mp4 = str(spinbot_dirs["input"] / "talk.mp4")
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
+                    "color=c=gray:s=32x32:r=10:d=3", "-i", wav, "-shortest", "-c:v", "libx264",
+                    "-pix_fmt", "yuv420p", "-c:a", "aac", mp4], check=True)
+    core = runtime.core_video_from_file(mp4)
+    segments, _text, _language, _words, report = nodes_dubbing.SpinBotTranscribe().run(
+        MODEL, "German", False, video=core)
+    check_segments(segments, 3.1)
+    assert "of video's audio" in report and "-> 16000 Hz" in report
+
+
+def test_cancel_stops_between_windows(models):
+    wave = speechlike(2.0, 16000, [(0.2, 1.8)])[0]
+    whisper = transcribe.load_whisper(MODEL)
+    runtime.request_interrupt()
+    try:
+        with pytest.raises(runtime.Interrupted):
+            transcribe.transcribe(wave, whisper, "en", False)
+    finally:
+        runtime.request_interrupt(False)
 
 
 def test_silent_audio_is_a_no_speech_error(models):

@@ -131,7 +131,7 @@ def load_whisper(name: str) -> Whisper:
         try:
             processor = WhisperProcessor.from_pretrained(path, local_files_only=True)
             model = WhisperForConditionalGeneration.from_pretrained(
-                path, local_files_only=True, torch_dtype=dtype, attn_implementation="eager")
+                path, local_files_only=True, dtype=dtype, attn_implementation="eager")
         except (OSError, ValueError, KeyError) as exc:
             raise TranscribeError(f"Whisper model '{name}' ({path}) cannot be loaded: {exc}") \
                 from None

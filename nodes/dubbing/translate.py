@@ -153,7 +153,7 @@ def load_translator(name: str) -> Translator:
         try:
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
             model = AutoModelForSeq2SeqLM.from_pretrained(path, local_files_only=True,
-                                                          torch_dtype=dtype)
+                                                          dtype=dtype)
         except (OSError, ValueError, KeyError) as exc:
             raise TranslateError(f"translation model '{name}' ({path}) cannot be loaded: "
                                  f"{exc}") from None
