@@ -308,7 +308,9 @@ def _workflow_sets(name: str, tmp_path, ollama_url: str | None) -> list[str]:
                        'Stage Image.size_preset="custom"', "Stage Image.width=96",
                        "Stage Image.height=128", "Stage Image.steps=2"]
     if name == "story":
-        return sets + ['Story Image.size_preset="custom"', "Story Image.width=64", "Story Image.height=64",
+        # Two short sentences: the shipped three-sentence story is ~60 SVD clips of 4 frames
+        return sets + ['Story.narration="A keeper lit the lamp. Far away, a boat turned home."',
+                       'Story Image.size_preset="custom"', "Story Image.width=64", "Story Image.height=64",
                        "Story Image.steps=2", "SVD.width=64", "SVD.height=64", "SVD.steps=2", "SVD.frames=4"]
     if name == "quote":
         return sets + ['Quote.narration="Small steps every day. They add up."',
