@@ -8,6 +8,7 @@ the node once, and the full-size GFPGAN (spandrel fixes its sizes) loads and run
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 from types import SimpleNamespace
 
@@ -352,8 +353,10 @@ def test_a_file_of_no_known_kind_is_a_clear_error(spinbot_dirs):
     folder.mkdir()
     torch.save({"foo.weight": torch.zeros(3)}, folder / "mystery.pth")
     with pytest.raises(restore_model.FaceRestoreModelError, match="not a model that spandrel "
-                       "recognises"):
+                       "recognises") as err:
         restore_model.load_restorer("mystery.pth")
+    if importlib.util.find_spec("spandrel_extra_arches") is None:  # say how CodeFormer loads
+        assert "pip install spandrel_extra_arches" in str(err.value)
 
 
 def test_missing_model_names_folder_and_source(spinbot_dirs):
