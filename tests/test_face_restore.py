@@ -491,3 +491,19 @@ def test_face_restore_runs_in_a_real_comfyui(comfy, astronaut):
     saved = entry["outputs"]["4"]["images"][0]
     path = os.path.join(comfy.base_dir, "output", saved.get("subfolder", ""), saved["filename"])
     assert Image.open(path).size == (256, 256)
+
+
+def test_node_without_the_detector_pack_names_the_folder(spinbot_dirs, invert, astronaut):
+    images = torch.from_numpy(astronaut[None].astype(np.float32) / 255.0)
+    with pytest.raises(MissingModelError, match="'insightface'"):
+        nodes_restore.SpinBotFaceRestore().restore(invert, "buffalo_l", 1.0, True, 0.5, "auto",
+                                                   4, images=images)
+
+
+def test_nan_frames_are_named_before_any_work(invert, astronaut):
+    images = torch.from_numpy(np.stack([astronaut] * 3).astype(np.float32) / 255.0)
+    images[2, 10, 10, 0] = float("nan")
+    with pytest.raises(MediaError, match="frame\\(s\\) 2 contain NaN"):
+        restore_images(invert, KnownFaces([(ASTRONAUT_BOX, ASTRONAUT_KPS)]), images,
+                       RestoreSettings(), RestoreStats(), CPU)
+    assert invert.calls == 0
