@@ -81,10 +81,11 @@ class SpinBotDubVoice:
             "optional": {
                 "voice": (profiles.VOICE_TYPE, {"tooltip": "A voice from SpinBot Voice Profile. "
                           "Without it the voice is cut from the original audio."}),
-                "original_segments": (SEGMENTS_TYPE, {"tooltip": "The transcription in the original "
-                                      "language (SpinBot Transcribe): its text is the transcript "
-                                      "of the reference cut. Without it (and without 'voice') "
-                                      "the cut is transcribed with Whisper from models/whisper."}),
+                "original_segments": (SEGMENTS_TYPE, {"tooltip": "The transcription in the "
+                                      "original language (SpinBot Transcribe): its text is the "
+                                      "transcript of the reference cut. Without it (and without "
+                                      "'voice') the cut is transcribed with Whisper from "
+                                      "models/whisper."}),
             },
         }
 
@@ -113,7 +114,8 @@ class SpinBotDubVoice:
         else:
             reference = voice_fit.reference_from_audio(audio, originals, segs)
         f5_path, vocos_dir = nodes_voice.model_paths(model, vocoder)
-        stamp = "|".join(runtime.file_stamp(f) for f in voice_engine.model_files(f5_path, vocos_dir))
+        stamp = "|".join(runtime.file_stamp(f)
+                         for f in voice_engine.model_files(f5_path, vocos_dir))
         settings = voice_fit.FitSettings(
             nfe_steps=int(nfe_steps), cfg_strength=float(cfg_strength), sway=float(sway_sampling),
             seed=int(seed), max_speed_change=float(max_speed_change),

@@ -281,7 +281,8 @@ def require_sound(wave: torch.Tensor, rate: int) -> np.ndarray:
     """The original ``[C,T]`` mixed to mono float32 ``[T]``; raises VoiceError when it is
     silent (peak under -80 dBFS or no 20 ms frame over -50 dBFS): nothing to dub, no voice."""
     mono = mix_channels(wave, 1)[0][0].numpy().astype(np.float32)
-    if len(mono) == 0 or float(np.abs(mono).max()) < 1e-4 or _frame_db(mono, rate).max() < SILENCE_DBFS:
+    if (len(mono) == 0 or float(np.abs(mono).max()) < 1e-4
+            or _frame_db(mono, rate).max() < SILENCE_DBFS):
         raise VoiceError("the original audio is silent (no speech): there is no voice to clone "
                          "and nothing to dub; check the 'audio' input")
     return mono
