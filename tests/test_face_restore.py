@@ -63,6 +63,7 @@ class InvertRestorer:
     def __init__(self, path: str):
         self.path = path
         self.calls = 0
+        self.batches: list[int] = []
 
     def to(self, device, dtype):
         return self
@@ -74,7 +75,10 @@ class InvertRestorer:
         return "invert"
 
     def forward(self, faces: torch.Tensor, fidelity: float = 0.5) -> torch.Tensor:
+        # Real networks need standard NCHW (GFPGAN's view() fails on channels-last batches).
+        assert faces.is_contiguous() and faces.shape[1:] == (3, 512, 512), faces.stride()
         self.calls += faces.shape[0]
+        self.batches.append(faces.shape[0])
         return 1.0 - faces
 
 
@@ -203,6 +207,7 @@ def test_faceless_frames_pass_through_identical(astronaut, invert):
     assert np.array_equal(result[1], frames[1]) and np.array_equal(result[3], frames[3])
     assert not np.array_equal(result[0], frames[0]) and not np.array_equal(result[2], frames[2])
     assert stats.faces_per_frame == [1, 0, 1, 0] and stats.faceless == [1, 3]
+    assert invert.batches == [1, 1]
     assert "frames without a face, passed through unchanged: 2 (1, 3)" in stats.summary()
 
 
@@ -223,6 +228,7 @@ def test_only_largest_face_or_all_faces(astronaut, invert):
     changed = (every != images).any(-1)[0].numpy()
     assert changed[big_mask].mean() > 0.9 and changed[small_mask].mean() > 0.9
     assert not changed[~(big_mask | small_mask)].any() and stats.faces_per_frame == [2]
+    assert invert.batches[-1] == 2  # both faces in one contiguous batch
 
 
 def test_face_at_the_frame_edge_pastes_only_inside_the_frame(astronaut, invert):

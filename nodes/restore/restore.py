@@ -124,8 +124,11 @@ class _Runner:
 
     @torch.inference_mode()
     def _call(self, crops: list[np.ndarray]) -> np.ndarray:
+        # NCHW in standard layout: a permuted (channels-last) batch makes convolutions return
+        # channels-last features, and GFPGAN's ``feat.view`` fails on those for batches over 1.
         x = torch.from_numpy(np.stack(crops)).to(self.device).permute(0, 3, 1, 2)
-        y = self.restorer.forward(x.to(self.dtype), self.settings.fidelity)
+        x = x.to(self.dtype).contiguous()
+        y = self.restorer.forward(x, self.settings.fidelity)
         if not bool(torch.isfinite(y.float().sum())):
             hint = ("the model file may be damaged" if self.dtype == torch.float32 else
                     "set precision to fp32")
