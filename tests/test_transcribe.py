@@ -79,7 +79,8 @@ def test_stereo_44k_audio_gives_measured_segments_inside_it_and_repeats(models):
     assert parsed and all(0 <= w["start"] <= w["end"] <= 6.0 for w in parsed)
     assert [w["start"] for w in parsed] == sorted(w["start"] for w in parsed)
     again = node.run(MODEL, "auto", True, audio=audio)
-    assert again[0] == segments and again[2] == language  # greedy decoding: deterministic
+    assert again[0] == segments and again[2] == language  # same result (the windows cached)
+    assert "reused from the cache" in again[4]
 
 
 def test_long_audio_is_read_in_30s_windows_with_continuous_times(models):
@@ -153,6 +154,30 @@ def test_cancel_stops_between_windows(models):
             transcribe.transcribe(wave, whisper, "en", False)
     finally:
         runtime.request_interrupt(False)
+
+
+def test_rerun_after_cancel_decodes_only_unfinished_windows(models, monkeypatch):
+    wave = speechlike(65.0, 16000, [(0.2, 64.5)], seed=4)[0]
+    whisper = transcribe.load_whisper(MODEL)
+    real, calls = transcribe._decode, []
+
+    def counting(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:  # Cancel pressed while the second window decodes
+            raise runtime.Interrupted("processing interrupted")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(transcribe, "_decode", counting)
+    with pytest.raises(runtime.Interrupted):
+        transcribe.transcribe(wave, whisper, "German", False)
+    calls.clear()
+    monkeypatch.setattr(transcribe, "_decode", lambda *a, **kw: (calls.append(1), real(*a, **kw))[1])
+    resumed = transcribe.transcribe(wave, whisper, "German", False)
+    assert len(calls) == resumed.windows - 1 >= 2  # the first window came from the cache
+    assert f"1 of {resumed.windows} window(s) reused" in " ".join(resumed.notes)
+    monkeypatch.setattr(transcribe, "_decode", real)
+    shutil.rmtree(transcribe.cache_dir())  # decoded afresh: greedy decoding is deterministic
+    assert transcribe.transcribe(wave, whisper, "German", False).segments == resumed.segments
 
 
 def test_silent_audio_is_a_no_speech_error(models):

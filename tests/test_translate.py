@@ -2,10 +2,12 @@
 check times, languages, splitting, the glossary and errors)."""
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
-from spinbot.nodes import NODE_CLASS_MAPPINGS
-from spinbot.nodes.dubbing import languages, nodes_dubbing, translate
+from spinbot.nodes import NODE_CLASS_MAPPINGS, runtime
+from spinbot.nodes.dubbing import languages, nodes_dubbing, transcribe, translate
 from spinbot.nodes.dubbing.languages import LanguageError
 from spinbot.nodes.manifest import MissingModelError
 from spinbot.nodes.script.segments import Segment
@@ -76,7 +78,29 @@ def test_translation_keeps_every_segment_time_exactly_and_repeats(models):
     assert "German (deu_Latn) -> French (fra_Latn)" in report
     # the second segment has two sentences: translated as two pieces
     assert "4 piece(s) translated" in report
-    assert run()[0] == segments  # greedy decoding: deterministic
+    again = run()
+    assert again[0] == segments and "3 of 3 segment(s) reused from the cache" in again[2]
+    shutil.rmtree(transcribe.cache_dir())
+    assert run()[0] == segments  # translated afresh: greedy decoding is deterministic
+
+
+def test_rerun_after_cancel_translates_only_unfinished_segments(models, monkeypatch):
+    real, calls = translate._generate, []
+
+    def cancelled_on_second(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise runtime.Interrupted("processing interrupted")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(translate, "_generate", cancelled_on_second)
+    with pytest.raises(runtime.Interrupted):
+        run(target="Spanish")
+    calls.clear()
+    monkeypatch.setattr(translate, "_generate", lambda *a, **kw: (calls.append(1), real(*a, **kw))[1])
+    segments, _text, report = run(target="Spanish")
+    assert len(calls) == 2 and "1 of 3 segment(s) reused from the cache" in report
+    assert [s.start for s in segments] == [s.start for s in SEGMENTS]
 
 
 def test_long_sentences_are_split_within_the_token_limit_and_joined(models):

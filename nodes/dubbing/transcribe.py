@@ -7,12 +7,18 @@ where the last complete segment ended (a segment cut by the window edge is decod
 start), so times are continuous and monotonic across windows. Stretches with no signal are
 skipped before decoding (Whisper invents text in silence). Word times come from the cross-
 attention alignment heads (DTW) when the folder's generation_config names them.
+
+Every window's decoded tokens (and the detected language) are cached on disk
+(``<temp>/spinbot-dub-text/<key>.json``, written atomically) by a content key of the window's
+samples, the model files, dtype and settings, so a re-run after Cancel decodes only the windows
+that had not finished.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -23,6 +29,7 @@ from .. import model_cache, runtime
 from ..manifest import require_model
 from ..media import check_audio, mix_channels, resample
 from ..script.segments import Segment
+from ..video.store import content_key
 from .languages import LanguageError, whisper_code, whisper_name
 
 log = logging.getLogger("spinbot")
@@ -40,6 +47,8 @@ FRAME_SECONDS = 0.02
 ABS_FLOOR_DB = -50.0
 REL_FLOOR_DB = 45.0
 MIN_SEGMENT_SECONDS = 0.1
+CACHE_SUBDIR = "spinbot-dub-text"  # Whisper windows and NLLB segments
+CACHE_MAX_FILES = 4000  # oldest windows go first over this (a few KB each: ~33 h of audio)
 
 
 class TranscribeError(ValueError):
@@ -102,6 +111,7 @@ class Whisper:
     processor: object
     name: str
     dtype: torch.dtype
+    stamp: str = ""  # file_stamp of the folder: part of the window cache key
 
     @property
     def generation_config(self):
@@ -135,7 +145,7 @@ def load_whisper(name: str) -> Whisper:
         except (OSError, ValueError, KeyError) as exc:
             raise TranscribeError(f"Whisper model '{name}' ({path}) cannot be loaded: {exc}") \
                 from None
-        return Whisper(model.eval(), processor, name, dtype)
+        return Whisper(model.eval(), processor, name, dtype, runtime.file_stamp(path))
 
     return model_cache.cached_model("whisper", key, load, name=name,
                                     modules=lambda w: [w.model], limit=1)
@@ -180,6 +190,57 @@ def signal_frames(wave: np.ndarray) -> np.ndarray:
     rms = np.sqrt(np.mean(padded.reshape(n, hop) ** 2, axis=1))
     db = 20 * np.log10(np.maximum(rms, 1e-10))
     return (db > ABS_FLOOR_DB) & (db > db.max() - REL_FLOOR_DB)
+
+
+# --------------------------------------------------------------------------- window cache
+
+def cache_dir() -> str:
+    path = os.path.join(runtime.temp_dir(), CACHE_SUBDIR)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def cache_load(key: str) -> dict | None:
+    """The JSON object cached under ``key`` (see CACHE_SUBDIR), or None."""
+    path = os.path.join(cache_dir(), key + ".json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    os.utime(path)
+    return data
+
+
+def cache_save(key: str, data: dict) -> None:
+    """Atomic: a temp file renamed into place, so Cancel or a crash never leaves half a file.
+    Over CACHE_MAX_FILES the least recently used go."""
+    folder = cache_dir()
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+        os.replace(tmp, os.path.join(folder, key + ".json"))
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    names = [n for n in os.listdir(folder) if n.endswith(".json") and not n.startswith(".tmp-")]
+    if len(names) <= CACHE_MAX_FILES:
+        return
+    stamped = []
+    for name in names:
+        try:
+            stamped.append((os.stat(os.path.join(folder, name)).st_mtime, name))
+        except OSError:
+            pass
+    for _mtime, name in sorted(stamped)[:len(stamped) - CACHE_MAX_FILES]:
+        try:
+            os.remove(os.path.join(folder, name))
+        except OSError:
+            pass
 
 
 # --------------------------------------------------------------------------- decoding
@@ -233,6 +294,28 @@ def _words(tokenizer, ids: list[int], times: list[float], start: float, end: flo
     return [w for w in words if w.text]
 
 
+def _decode(whisper: Whisper, features: torch.Tensor, mask: torch.Tensor, language: str | None,
+            word_level: bool, max_new: int) -> tuple[list[int], list[float]]:
+    """One window -> (generated token ids without the prompt, per-token times in seconds from
+    the window's start, or [] without word timestamps)."""
+    kwargs = {"language": language} if language else {}
+    with torch.no_grad():
+        out = whisper.model.generate(
+            features, attention_mask=mask, task="transcribe", return_timestamps=True,
+            return_token_timestamps=word_level, max_new_tokens=max_new, **kwargs)
+    if isinstance(out, dict):
+        sequence = out["sequences"][0].tolist()
+        token_times = out["token_timestamps"][0].tolist() if word_level else []
+    else:
+        sequence, token_times = out[0].tolist(), []
+    # Without times, prompt tokens (if a version returns them) are specials _parse skips; with
+    # times, a longer sequence starts with the prompt the times do not cover.
+    prompt = len(sequence) - len(token_times) if token_times else 0
+    if prompt > 0:
+        sequence = sequence[prompt:]
+    return [int(t) for t in sequence], [float(t) for t in token_times]
+
+
 def transcribe(wave: np.ndarray, whisper: Whisper, language: str = "auto",
                word_timestamps: bool = True, what: str = "audio") -> Transcript:
     """Transcribe 16 kHz mono ``wave`` (float32 ``[T]``) into measured segments.
@@ -277,7 +360,7 @@ def transcribe(wave: np.ndarray, whisper: Whisper, language: str = "auto",
     window = int(WINDOW_SECONDS * SAMPLE_RATE)
     segments: list[Segment] = []
     words: list[Word] = []
-    windows = 0
+    windows = reused = 0
     prev_end = 0.0
     seek = 0
     with _on_device(whisper, device), runtime.Progress(max(1, -(-total // window)),
@@ -298,25 +381,28 @@ def transcribe(wave: np.ndarray, whisper: Whisper, language: str = "auto",
             mask = feats.attention_mask.to(device)
             offset = seek / SAMPLE_RATE
             if not code:
-                with torch.no_grad():
-                    lang_id = int(whisper.model.detect_language(features)[0])
-                token = tokenizer.convert_ids_to_tokens(lang_id)
-                code = token[2:-2] if token else "en"
+                key = content_key("whisper-detect", whisper.stamp, str(whisper.dtype), chunk)
+                cached = cache_load(key)
+                if cached is not None and isinstance(cached.get("code"), str):
+                    code = cached["code"]
+                else:
+                    with torch.no_grad():
+                        lang_id = int(whisper.model.detect_language(features)[0])
+                    token = tokenizer.convert_ids_to_tokens(lang_id)
+                    code = token[2:-2] if token else "en"
+                    cache_save(key, {"code": code})
                 notes.append(f"detected language: {whisper_name(code)} ({code}) at "
                              f"{offset:.1f} s")
-            kwargs = {"language": code} if multilingual else {}
-            with torch.no_grad():
-                out = whisper.model.generate(
-                    features, attention_mask=mask, task="transcribe", return_timestamps=True,
-                    return_token_timestamps=word_level, max_new_tokens=max_new, **kwargs)
-            if isinstance(out, dict):
-                sequence = out["sequences"][0].tolist()
-                token_times = out["token_timestamps"][0].tolist() if word_level else []
+            key = content_key("whisper-window", whisper.stamp, str(whisper.dtype), chunk,
+                              code if multilingual else "", word_level, max_new)
+            cached = cache_load(key)
+            if cached is not None and isinstance(cached.get("sequence"), list):
+                sequence, token_times = cached["sequence"], cached.get("token_times") or []
+                reused += 1
             else:
-                sequence, token_times = out[0].tolist(), []
-            prompt = len(sequence) - len(token_times) if token_times else 0
-            token_times = token_times[prompt:] if token_times else []
-            sequence = sequence[prompt:] if prompt > 0 else sequence
+                sequence, token_times = _decode(whisper, features, mask, code if multilingual
+                                                else None, word_level, max_new)
+                cache_save(key, {"sequence": sequence, "token_times": token_times})
             parsed, complete = _parse(sequence, timestamp_begin, special)
             windows += 1
             if not complete and not last and len(parsed) > 1:
@@ -360,6 +446,8 @@ def transcribe(wave: np.ndarray, whisper: Whisper, language: str = "auto",
         end = min(max(s.end, start), duration)
         fixed.append(Segment(s.index, s.text, start, end, False))
         prev = end
+    if reused:
+        notes.append(f"{reused} of {windows} window(s) reused from the cache")
     return Transcript(tuple(fixed), code, words, word_level, windows, notes)
 
 

@@ -6,6 +6,8 @@ token limit into pieces at clause marks or between words, the pieces translated 
 joined again; the segment keeps its start and end. Glossary terms are replaced by numbered
 placeholders before translation and restored afterwards (models copy ``[T1]``-like tokens far
 more reliably than names they may translate); a placeholder the model dropped is reported.
+Each segment's translated pieces are cached on disk by a content key (model files, dtype,
+languages, pieces), so a re-run after Cancel translates only the segments that had not finished.
 """
 from __future__ import annotations
 
@@ -20,7 +22,9 @@ import torch
 from .. import model_cache, runtime
 from ..manifest import require_model
 from ..script.segments import Segment, split_sentences
+from ..video.store import content_key
 from .languages import nllb_by_code, nllb_code, nllb_name
+from .transcribe import cache_load, cache_save
 
 log = logging.getLogger("spinbot")
 
@@ -135,6 +139,7 @@ class Translator:
     tokenizer: object
     name: str
     dtype: torch.dtype
+    stamp: str = ""  # file_stamp of the folder: part of the segment cache key
 
     def token_count(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False).input_ids)
@@ -157,7 +162,7 @@ def load_translator(name: str) -> Translator:
         except (OSError, ValueError, KeyError) as exc:
             raise TranslateError(f"translation model '{name}' ({path}) cannot be loaded: "
                                  f"{exc}") from None
-        return Translator(model.eval(), tokenizer, name, dtype)
+        return Translator(model.eval(), tokenizer, name, dtype, runtime.file_stamp(path))
 
     return model_cache.cached_model("translation", key, load, name=name,
                                     modules=lambda t: [t.model], limit=1)
@@ -217,6 +222,19 @@ class Translation:
         return " ".join(s.text for s in self.segments).strip()
 
 
+def _generate(translator: Translator, pieces: list[str], forced: int, limit: int,
+              device: torch.device) -> list[str]:
+    """One batch of source pieces -> their translations (the tokenizer's src_lang set)."""
+    tok = translator.tokenizer
+    batch = tok(pieces, return_tensors="pt", padding=True, truncation=True,
+                max_length=MAX_TOKENS_LIMIT).to(device)
+    longest = int(batch["attention_mask"].sum(1).max())
+    with torch.no_grad():
+        ids = translator.model.generate(**batch, forced_bos_token_id=forced,
+                                        max_new_tokens=max(16, min(limit, 2 * longest + 10)))
+    return [t.strip() for t in tok.batch_decode(ids, skip_special_tokens=True)]
+
+
 def translate_segments(segments: tuple[Segment, ...] | list[Segment], translator: Translator,
                        source: str, target: str, glossary: list[Term] | None = None,
                        max_tokens: int = DEFAULT_MAX_TOKENS) -> Translation:
@@ -244,7 +262,7 @@ def translate_segments(segments: tuple[Segment, ...] | list[Segment], translator
     out: list[Segment] = []
     notes: list[str] = []
     dropped: list[tuple[int, str]] = []
-    pieces_total = split_count = 0
+    pieces_total = split_count = reused = 0
     if src == tgt:
         notes.append(f"source and target are both {nllb_name(src)}: text copied unchanged")
         return Translation(tuple(segments), src, tgt, 0, 0, [], notes)
@@ -264,15 +282,18 @@ def translate_segments(segments: tuple[Segment, ...] | list[Segment], translator
             todo = [k for k, p in enumerate(pieces) if _HAS_WORD.search(_PLACEHOLDER.sub("", p))]
             results = list(pieces)  # pieces of only placeholders / numbers are kept as they are
             if todo:
-                batch = tok([pieces[k] for k in todo], return_tensors="pt", padding=True,
-                            truncation=True, max_length=MAX_TOKENS_LIMIT).to(device)
-                longest = int(batch["attention_mask"].sum(1).max())
-                with torch.no_grad():
-                    ids = translator.model.generate(
-                        **batch, forced_bos_token_id=forced,
-                        max_new_tokens=max(16, min(limit, 2 * longest + 10)))
-                for k, text in zip(todo, tok.batch_decode(ids, skip_special_tokens=True)):
-                    results[k] = text.strip()
+                inputs = [pieces[k] for k in todo]
+                key = content_key("nllb-segment", translator.stamp, str(translator.dtype), src,
+                                  tgt, limit, inputs)
+                cached = cache_load(key)
+                texts = cached.get("texts") if cached else None
+                if isinstance(texts, list) and len(texts) == len(todo):
+                    reused += 1
+                else:
+                    texts = _generate(translator, inputs, forced, limit, device)
+                    cache_save(key, {"texts": texts})
+                for k, text in zip(todo, texts):
+                    results[k] = str(text).strip()
             pieces_total += len(todo)
             text, lost = restore(joiner.join(r for r in results if r), found)
             for term in lost:
@@ -283,4 +304,6 @@ def translate_segments(segments: tuple[Segment, ...] | list[Segment], translator
                 text = seg.text
             out.append(replace(seg, text=text))
             bar.update(1)
+    if reused:
+        notes.append(f"{reused} of {len(out)} segment(s) reused from the cache")
     return Translation(tuple(out), src, tgt, pieces_total, split_count, dropped, notes)
