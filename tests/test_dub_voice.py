@@ -142,6 +142,11 @@ def test_reference_cut_picks_the_clean_stretch():
     # the same audio with the noise moved onto the second run: the choice follows it
     y = speechlike(15.0, [(s.start, s.end) for s in segs], noisy_spans=[(7.5, 14.5)])
     assert voice_fit.pick_reference(y, RATE, segs)[2] == "noisy one noisy two"
+    # short sentences 1.2 s apart (no 3 s run within 1 s gaps): joined across the pauses
+    short = [Segment(k, f"s{k}", 0.5 + 4.0 * k, 3.3 + 4.0 * k) for k in range(4)]
+    z = speechlike(16.0, [(s.start, s.end) for s in short])
+    a, b, text, _snr = voice_fit.pick_reference(z, RATE, short)
+    assert len(text.split()) >= 2 and b - a <= 12.0
 
 
 def test_resume_after_cancel_redoes_only_unfinished_segments(tts_models, monkeypatch):
@@ -214,7 +219,7 @@ def test_bad_inputs_give_clear_errors(tts_models):
         as_audio(speechlike(4.0, [(0.2, 3.8)])))
     with pytest.raises(VoiceError, match="original audio is silent"):  # a profile: still nothing
         node.speak(TRANSLATED, silent, voice=voice, **ARGS)
-    short = [Segment(0, "Hi.", 0.5, 1.5), Segment(1, "Yes.", 4.0, 5.0)]
+    short = [Segment(0, "Hi.", 0.5, 1.5), Segment(1, "Yes.", 5.0, 6.0)]  # 1 s each, 3.5 s apart
     with pytest.raises(VoiceError, match="no stretch of the original speech lasts"):
         node.speak(short, audio, original_segments=short, **ARGS)
     late = TRANSLATED[:2] + [Segment(2, "Zu spaet.", 9.0, 10.0)]

@@ -46,8 +46,8 @@ from ..script.segments import Segment
 from ..video.store import content_key
 from ..voice import engine
 from ..voice.mel import F5_MEL
-from ..voice.profiles import (MAX_SECONDS, SILENCE_DBFS, VoiceError, VoiceProfile, _clipping,
-                              _frame_db, make_profile)
+from ..voice.profiles import (MAX_SECONDS, MIN_SECONDS, SILENCE_DBFS, VoiceError, VoiceProfile,
+                              _clipping, _frame_db, make_profile)
 from ..voice.text import is_speakable, spoken_text, text_problem
 
 F5_RATE = F5_MEL.sample_rate
@@ -59,6 +59,7 @@ REFERENCE_FALLBACK_SECONDS = 3.0
 # Segments further apart than this are not joined into one reference: a longer pause is where
 # a different speaker may start (segments carry no speaker label).
 REFERENCE_MAX_GAP_SECONDS = 1.0
+REFERENCE_FALLBACK_GAP_SECONDS = 3.0
 # Context kept around the cut so the first and last syllables are whole; never past the midpoint
 # of the gap to a neighbouring segment.
 REFERENCE_PAD_SECONDS = 0.15
@@ -212,12 +213,14 @@ def stretch_snr_db(wave: np.ndarray, rate: int) -> tuple[float, float]:
     return min(loud - floor, SNR_CAP_DB), loud
 
 
-def _runs(segments: Sequence[Segment], lo: float, hi: float) -> list[tuple[int, int]]:
-    """(first, last) index pairs of neighbouring segments spanning ``lo``..``hi`` seconds."""
+def _runs(segments: Sequence[Segment], lo: float, hi: float,
+          max_gap: float = REFERENCE_MAX_GAP_SECONDS) -> list[tuple[int, int]]:
+    """(first, last) index pairs of neighbouring segments, no gap over ``max_gap`` seconds
+    between them, spanning ``lo``..``hi`` seconds."""
     out = []
     for i in range(len(segments)):
         for j in range(i, len(segments)):
-            if j > i and segments[j].start - segments[j - 1].end > REFERENCE_MAX_GAP_SECONDS:
+            if j > i and segments[j].start - segments[j - 1].end > max_gap:
                 break
             span = segments[j].end - segments[i].start
             if span > hi:
@@ -232,8 +235,9 @@ def pick_reference(mono: np.ndarray, rate: int, segments: Sequence[Segment],
     """The cleanest stretch of whole neighbouring segments for a voice reference.
 
     ``mono`` is the original audio ``[T]`` at ``rate``; ``segments`` the original-language
-    segments (their text becomes the transcript). Candidates span 5..``max_seconds`` s (3 s when
-    none does); the best `stretch_snr_db` wins, clipped stretches lose CLIPPED_PENALTY_DB, silent
+    segments (their text becomes the transcript). Candidates span 5..``max_seconds`` s less the
+    padding (3 s when none does; then across pauses up to 3 s; then single segments of 2 s or
+    more); the best `stretch_snr_db` wins, clipped stretches lose CLIPPED_PENALTY_DB, silent
     ones (under -50 dBFS) are skipped. Returns (start s, end s, text, snr dB) of the cut, padded
     by REFERENCE_PAD_SECONDS. Raises VoiceError when no stretch has sound or none is long enough.
     """
@@ -241,15 +245,19 @@ def pick_reference(mono: np.ndarray, rate: int, segments: Sequence[Segment],
                   key=lambda s: s.start)
     # The padded cut must stay within the profile's limit: a longer one would be cut at a pause
     # by `prepare_reference` and no longer match its transcript.
-    longest = max_seconds - 2 * REFERENCE_PAD_SECONDS
-    runs = (_runs(segs, REFERENCE_MIN_SECONDS, longest)
-            or _runs(segs, REFERENCE_FALLBACK_SECONDS, longest))
+    limit = max_seconds - 2 * REFERENCE_PAD_SECONDS
+    # Preferred first: 5-12 s without long pauses; then shorter; then across pauses of up to
+    # 3 s (short sentences with breaths between them); then one segment of 2 s or more.
+    runs = (_runs(segs, REFERENCE_MIN_SECONDS, limit)
+            or _runs(segs, REFERENCE_FALLBACK_SECONDS, limit)
+            or _runs(segs, REFERENCE_FALLBACK_SECONDS, limit, REFERENCE_FALLBACK_GAP_SECONDS)
+            or _runs(segs, MIN_SECONDS, limit, 0.0))
     if not runs:
         longest = max((s.end - s.start for s in segs), default=0.0)
         raise VoiceError(
-            f"no stretch of the original speech lasts {REFERENCE_FALLBACK_SECONDS:g}-"
-            f"{longest:g} s (longest segment {longest:.1f} s) to take the speaker's voice "
-            "from: connect a 'voice' from SpinBot Voice Profile")
+            f"no stretch of the original speech lasts {MIN_SECONDS:g}-{limit:g} s (longest "
+            f"segment {longest:.1f} s) to take the speaker's voice from: connect a 'voice' "
+            "from SpinBot Voice Profile")
     best = None
     total = len(mono)
     for i, j in runs:
