@@ -222,3 +222,20 @@ def test_without_alignment_heads_word_timestamps_are_reported_unavailable(built,
     check_segments(segments, 2.0)
     assert language == "de" and words == "[]"
     assert "word timestamps: unavailable" in report and "no alignment_heads" in report
+
+
+def test_english_only_folder_transcribes_english_and_refuses_other_languages(built, spinbot_dirs):
+    target = spinbot_dirs["models"] / "whisper" / "tiny.en"
+    shutil.copytree(built / "whisper" / MODEL, target)
+    config = json.loads((target / "generation_config.json").read_text())
+    config["is_multilingual"] = False
+    for key in ("lang_to_id", "task_to_id"):
+        config.pop(key, None)
+    (target / "generation_config.json").write_text(json.dumps(config))
+    audio = make_audio(speechlike(2.0, 16000, [(0.2, 1.8)]), 16000)
+    node = nodes_dubbing.SpinBotTranscribe()
+    segments, _text, language, _words, _report = node.run("tiny.en", "auto", False, audio=audio)
+    check_segments(segments, 2.0)
+    assert language == "en"
+    with pytest.raises(LanguageError, match="'tiny.en' is an English-only model and cannot transcribe German"):
+        node.run("tiny.en", "German", False, audio=audio)

@@ -37,7 +37,8 @@ def close_names(word: str, names: list[str], n: int = 5) -> list[str]:
 def unknown_language(what: str, value: str, names: list[str]) -> LanguageError:
     near = close_names(value, names)
     hint = f"; closest: {', '.join(near)}" if near else ""
-    return LanguageError(f"{what}: unknown language {value!r}{hint} ({len(names)} languages known)")
+    return LanguageError(f"{what}: unknown language {value!r}{hint} ({len(names)} "
+                         f"language{'s' if len(names) != 1 else ''} known)")
 
 
 # --------------------------------------------------------------------------- Whisper

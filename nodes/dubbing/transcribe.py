@@ -298,10 +298,11 @@ def _decode(whisper: Whisper, features: torch.Tensor, mask: torch.Tensor, langua
             word_level: bool, max_new: int) -> tuple[list[int], list[float]]:
     """One window -> (generated token ids without the prompt, per-token times in seconds from
     the window's start, or [] without word timestamps)."""
-    kwargs = {"language": language} if language else {}
+    # English-only folders (*.en) refuse a task or language: they only transcribe English
+    kwargs = {"language": language, "task": "transcribe"} if language else {}
     with torch.no_grad():
         out = whisper.model.generate(
-            features, attention_mask=mask, task="transcribe", return_timestamps=True,
+            features, attention_mask=mask, return_timestamps=True,
             return_token_timestamps=word_level, max_new_tokens=max_new, **kwargs)
     if isinstance(out, dict):
         sequence = out["sequences"][0].tolist()
@@ -344,7 +345,11 @@ def transcribe(wave: np.ndarray, whisper: Whisper, language: str = "auto",
     code = ""
     if language and language.strip().lower() not in ("auto", ""):
         if not multilingual:
-            code = whisper_code(language, ["en"])
+            code = whisper_code(language)
+            if code != "en":
+                raise LanguageError(f"Whisper '{whisper.name}' is an English-only model and "
+                                    f"cannot transcribe {whisper_name(code)}: choose 'auto' or "
+                                    "English, or a multilingual Whisper folder")
         else:
             code = whisper_code(language, supported)
     elif not multilingual:
