@@ -225,6 +225,9 @@ def test_bad_inputs_give_clear_errors(tts_models):
     late = TRANSLATED[:2] + [Segment(2, "Zu spaet.", 9.0, 10.0)]
     with pytest.raises(MediaError, match=r"segment 3 \('Zu spaet.'\) starts at 9.000 s, outside"):
         node.speak(late, audio, original_segments=ORIGINAL, **ARGS)
+    foreign = TRANSLATED[:1] + [Segment(1, "Привет, как дела?", 3.0, 5.0)]  # not in the vocab
+    with pytest.raises(VoiceError, match=r"F5-TTS cannot say segment 2 \('Привет"):
+        node.speak(foreign, audio, original_segments=ORIGINAL, **ARGS)
     # no transcript of the reference and no Whisper installed: says what to connect
     with pytest.raises(VoiceError, match="no Whisper model is installed"):
         node.speak(TRANSLATED, audio, **ARGS)

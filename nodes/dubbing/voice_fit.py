@@ -396,7 +396,8 @@ def dub_voice(models: tuple, model_stamp: str, reference: Reference,
 
     ``models`` is (F5 model, Vocos) on their compute device; ``model_stamp`` identifies their
     files for the cache key. Raises MediaError for a segment with no slot (end <= start) or one
-    starting past the audio's end, VoiceError for text F5 cannot say; `runtime.Interrupted` on
+    starting past the audio's end, VoiceError for text (a segment's or the reference's) F5
+    cannot say; `runtime.Interrupted` on
     Cancel (finished segments stay cached)."""
     f5, vocoder = models
     profile = reference.profile
@@ -406,6 +407,10 @@ def dub_voice(models: tuple, model_stamp: str, reference: Reference,
             raise MediaError(f"{name} must lie in 1..2, got {bound}")
     segs = sorted(segments, key=lambda s: s.start)
     total_seconds = audio_samples / rate
+    problem = text_problem(spoken_text(profile.text), f5.vocab)
+    if problem or not is_speakable(profile.text):
+        raise VoiceError(f"F5-TTS cannot say the reference text ({profile.text[:40]!r}): "
+                         f"{problem or 'it has no words'}")
     for k, seg in enumerate(segs, 1):  # numbered from 1 in time order, as in the report
         if not (math.isfinite(seg.start) and math.isfinite(seg.end) and seg.end > seg.start):
             raise MediaError(f"segment {k} ({seg.text[:40]!r}) has no slot: start "
