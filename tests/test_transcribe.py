@@ -104,6 +104,33 @@ def test_window_parsing_keeps_complete_segments_and_reports_a_cut_one():
     assert not complete and parsed[-1][1] is None and parsed[-1][2] == [7, 8]
 
 
+def test_windows_continue_at_the_last_complete_segment(models, monkeypatch):
+    """A scripted decoder stands in for the random model: window 1 ends with a segment cut by
+    its edge, so window 2 must start where the last complete one ended (25 s) and decode the cut
+    speech again; a zero-length segment gets the shortest slot."""
+    whisper = transcribe.load_whisper(MODEL)
+    tok = whisper.processor.tokenizer
+    begin = whisper.generation_config.no_timestamps_token_id + 1
+    ts = lambda sec: begin + int(round(sec / transcribe.TIME_PRECISION))  # noqa: E731
+    a, b, c = (tok.encode(w, add_special_tokens=False) for w in (" the", " in", " a"))
+    script = [[ts(0.0), *a, ts(10.0), ts(10.0), *b, ts(25.0), ts(25.0), *c],  # c is cut
+              [ts(0.0), *c, ts(5.0), ts(7.0), *a, ts(7.0)],  # 7.0-7.0: zero length
+              [ts(0.0), *b, ts(2.0)]]
+    offsets = []
+
+    def scripted(_whisper, features, mask, *_args):
+        offsets.append(int(mask.sum()))  # frames of real audio in this window
+        return script[len(offsets) - 1], []
+
+    monkeypatch.setattr(transcribe, "_decode", scripted)
+    wave = speechlike(60.0, 16000, [(0.0, 60.0)])[0]
+    result = transcribe.transcribe(wave, whisper, "en", False)
+    times = [(s.start, s.end, s.text) for s in result.segments]
+    assert times == [(0.0, 10.0, "the"), (10.0, 25.0, "in"), (25.0, 30.0, "a"),
+                     (32.0, 32.1, "the"), (55.0, 57.0, "in")]
+    assert result.windows == 3 and offsets == [3000, 3000, 500]  # 0-30 s, 25-55 s, 55-60 s
+
+
 def test_silence_before_speech_is_skipped_and_times_stay_absolute(models):
     wave = speechlike(40.0, 16000, [(33.0, 38.0)])[0]
     result = transcribe.transcribe(wave, transcribe.load_whisper(MODEL), "en", False)

@@ -424,8 +424,11 @@ def transcribe(wave: np.ndarray, whisper: Whisper, language: str = "auto",
                     continue
                 start = max(start, prev_end)
                 end = max(end, start)
+                if end - start < MIN_SEGMENT_SECONDS:
+                    # a zero-length segment cannot be spoken or shown: it gets the shortest
+                    # slot where the window has room, else its words join the previous one
+                    end = max(end, min(start + MIN_SEGMENT_SECONDS, offset + chunk_seconds))
                 if end - start < MIN_SEGMENT_SECONDS and segments:
-                    # a zero-length segment cannot be spoken or shown: its words join the last
                     prev = segments[-1]
                     segments[-1] = Segment(prev.index, f"{prev.text} {text}", prev.start,
                                            max(prev.end, end), False)
