@@ -137,6 +137,23 @@ def test_glossary_terms_are_kept_or_reported_as_dropped(models):
         translate.parse_glossary("ok\n = nothing")
 
 
+def test_glossary_placeholders_the_model_copies_are_restored(models, monkeypatch):
+    """A scripted model that copies its input (as NLLB does with [T1]-like tokens) gets the
+    protected text and gives back every term as the glossary says."""
+    seen = []
+
+    def copying(_translator, pieces, *_args):
+        seen.extend(pieces)
+        return [p.upper().replace("[T", "[t") for p in pieces]  # case changes, tokens kept
+
+    monkeypatch.setattr(translate, "_generate", copying)
+    segments, _text, report = run(glossary="SpinBot\nFreunde = amis")
+    assert "Guten Morgen, liebe [T1]." in seen and "Heute zeige ich euch [T1]." in seen
+    assert segments[0].text == "GUTEN MORGEN, LIEBE amis."
+    assert segments[1].text == "HEUTE ZEIGE ICH EUCH SpinBot. ES IST SCHNELL."
+    assert "glossary: 2 term(s)" in report and "dropped" not in report
+
+
 def test_same_source_and_target_copies_the_text(models):
     segments, _text, report = run(target="German")
     assert segments == SEGMENTS and "copied unchanged" in report
