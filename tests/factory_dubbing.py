@@ -10,8 +10,9 @@
   timestamps, but d_model 16, one layer each way and a byte-level vocabulary.
 - ``translation/nllb-200-distilled-600M``: an M2M100ForConditionalGeneration folder as published at
   huggingface.co/facebook/nllb-200-distilled-600M (config keys of that release: scale_embedding,
-  max_position_embeddings 1024, decoder_start_token_id 2 ...) with an NLLB tokenizer holding the
-  202 FLORES-200 language-code tokens, tiny widths and a character-level vocabulary.
+  max_position_embeddings 1024, decoder_start_token_id 2 ..., weights in pytorch_model.bin) with
+  an NLLB tokenizer holding the 202 FLORES-200 language-code tokens, tiny widths and a
+  character-level vocabulary.
 
 Random weights: the text they produce is noise; tests assert structure, times and errors.
 """
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import torch
 
 from .factory import builder, seeded
 
@@ -114,6 +117,7 @@ def write_nllb(folder: Path, seed: int = 83) -> list[Path]:
                           encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=1024,
                           scale_embedding=True, activation_function="relu", dropout=0.1,
                           attention_dropout=0.1, activation_dropout=0.0, init_std=0.02,
+                          encoder_layerdrop=0, decoder_layerdrop=0,
                           pad_token_id=1, bos_token_id=0, eos_token_id=2,
                           decoder_start_token_id=2, tokenizer_class="NllbTokenizer",
                           architectures=["M2M100ForConditionalGeneration"])
@@ -122,6 +126,10 @@ def write_nllb(folder: Path, seed: int = 83) -> list[Path]:
     model.generation_config = GenerationConfig(bos_token_id=0, eos_token_id=2, pad_token_id=1,
                                                decoder_start_token_id=2, max_length=40)  # 200 upstream, shrunk like the widths
     model.save_pretrained(str(folder))
+    # The release ships its weights as pytorch_model.bin (a torch.save'd state dict; no
+    # safetensors on the main branch), which transformers reads with weights_only=True.
+    (folder / "model.safetensors").unlink()
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
     return sorted(p for p in folder.iterdir() if p.is_file())
 
 
