@@ -162,6 +162,9 @@ def test_same_source_and_target_copies_the_text(models):
 def test_unknown_languages_list_close_names(models):
     with pytest.raises(LanguageError, match=r"unknown language 'Germanish'; closest: German"):
         run(language="Germanish")
+    with pytest.raises(LanguageError, match=r"source language: Latin \(la\) is not one of "
+                                            "NLLB-200's 202 languages"):
+        run(language="la")  # Whisper transcribes Latin; NLLB has no Latin
     with pytest.raises(LanguageError, match="target language: unknown language 'Frnch'.*French"):
         translate.translate_segments(SEGMENTS, translate.load_translator(MODEL), "de", "Frnch")
 

@@ -133,6 +133,12 @@ def nllb_code(language: str, what: str = "language") -> str:
         if code != base:
             return nllb_code(code, what)
     names = [entry["name"] for entry in data["languages"]]
+    whisper = whisper_languages()
+    if base in whisper:  # a language Whisper hears but NLLB-200 does not write (Latin, Breton)
+        near = close_names(whisper[base], names)
+        raise LanguageError(f"{what}: {whisper[base].title()} ({base}) is not one of NLLB-200's "
+                            f"202 languages" + (f"; closest names: {', '.join(near)}" if near
+                                                else ""))
     raise unknown_language(what, value, names)
 
 
