@@ -118,27 +118,39 @@ def _expected_modules(unet) -> set[str]:
 def test_the_file_loads_in_diffusers_and_the_pack_and_changes_the_image(name, tmp_path):
     model = _model(name)
     result = _run(model, str(tmp_path), name="id-" + model.arch, steps=6, checkpoint_every=6,
-                  learning_rate=2e-2)
+                  learning_rate=2e-2, train_text_encoder=True)
     sd, meta = kohya.read(result.path)
     expected = _expected_modules(model.pipe.unet)
-    assert {k.rsplit(".", 2)[0] if k.endswith(".weight") else k.rsplit(".", 1)[0] for k in sd} == \
-        {"lora_unet_" + m.replace(".", "_") for m in expected}
-    assert len(sd) == 3 * len(expected)
+    te = {"sd15": {"text_encoder": "lora_te_"},
+          "sdxl_base": {"text_encoder": "lora_te1_", "text_encoder_2": "lora_te2_"}}[model.arch]
+    te_expected = {c: {n for n, m in getattr(model.pipe, c).named_modules()
+                       if isinstance(m, torch.nn.Linear) and n.endswith(tuple(T.TEXT_TARGETS))}
+                   for c in te}
+    wanted = {"lora_unet_" + m.replace(".", "_") for m in expected}
+    for c, prefix in te.items():
+        wanted |= {prefix + ("" if m.startswith("text_model.") else "text_model_") + m.replace(".", "_")
+                   for m in te_expected[c]}
+    assert {k.rsplit(".", 2)[0] if k.endswith(".weight") else k.rsplit(".", 1)[0] for k in sd} == wanted
+    assert len(sd) == 3 * len(wanted)
+    sd_unet = {k: v for k, v in sd.items() if k.startswith("lora_unet_")}
 
     # diffusers' kohya reader on a fresh pipeline (not the cached base)
     with ckpt.offline():
         fresh, _arch = ckpt.load_single_file(str(runtime.find_model("checkpoints", name)),
                                              torch.float32)
     converted, _alphas = type(fresh).lora_state_dict(dict(sd), unet_config=fresh.unet.config)
-    assert len(converted) == 2 * len(expected) and all(k.startswith("unet.") for k in converted)
+    assert len([k for k in converted if k.startswith("unet.")]) == 2 * len(expected)
     fresh.load_lora_weights(dict(sd), adapter_name="identity")
     from peft import get_peft_model_state_dict
 
     loaded = get_peft_model_state_dict(fresh.unet, adapter_name="identity")
     assert {k.rsplit(".lora_", 1)[0] for k in loaded} == expected        # no missing / unexpected
     for module in list(expected)[:4]:
-        down = sd["lora_unet_" + module.replace(".", "_") + ".lora_down.weight"]
+        down = sd_unet["lora_unet_" + module.replace(".", "_") + ".lora_down.weight"]
         assert torch.equal(loaded[module + ".lora_A.weight"].to(down.dtype), down)
+    for c in te:                                   # the text encoders' layers too
+        loaded_te = get_peft_model_state_dict(getattr(fresh, c), adapter_name="identity")
+        assert {k.rsplit(".lora_", 1)[0] for k in loaded_te} == te_expected[c]
 
     # the pack's loader, by name from models/loras, with the trigger word from the metadata
     lora_name = os.path.basename(result.path)
@@ -240,3 +252,15 @@ def test_zero_photos_and_bad_items_are_refused(tmp_path):
                               str(tmp_path / "run"))
     with pytest.raises(Exception, match="no photos"):
         NI._photo_list(None, "")
+
+
+def test_trains_on_a_model_loaded_and_run_under_inference_mode(tmp_path):
+    """ComfyUI loads models and runs nodes under torch.inference_mode(): the weights are
+    inference tensors, which autograd cannot save for backward unless the trainer converts them."""
+    ckpt.clear_cache()
+    with torch.inference_mode():
+        model = _model()
+        assert model.pipe.unet.conv_in.weight.is_inference()
+        result = _run(model, str(tmp_path), name="inference", steps=2, checkpoint_every=2)
+    assert os.path.isfile(result.path) and result.best.step == 2
+    ckpt.clear_cache()

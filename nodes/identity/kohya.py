@@ -64,6 +64,10 @@ def to_kohya(component_states: dict[str, dict[str, torch.Tensor]], alpha: float,
             up = state.get(module + ".lora_B.weight")
             if up is None:
                 raise LoRAFileError(f"{component}.{module} has lora_A but no lora_B")
+            if component != "unet" and not module.startswith("text_model."):
+                # kohya names CLIP layers by their path in CLIPTextModel (text_model.encoder...);
+                # peft's state dict of the encoder can come without that first level
+                module = "text_model." + module
             base = prefix + module.replace(".", "_")
             out[base + ".lora_down.weight"] = down.detach().to("cpu", torch.float16).contiguous()
             out[base + ".lora_up.weight"] = up.detach().to("cpu", torch.float16).contiguous()

@@ -215,6 +215,7 @@ class LoRATrainer:
     def _lora_copy(self, module: torch.nn.Module, config) -> torch.nn.Module:
         from peft import inject_adapter_in_model
 
+        plain_tensors(module)
         clone = share_clone(module)
         for p in clone.parameters():
             p.requires_grad_(False)  # the shared base tensors: frozen (they are inference weights)
@@ -411,6 +412,26 @@ class LoRATrainer:
                 m.train()
 
 
+def plain_tensors(module: torch.nn.Module) -> None:
+    """Replace inference tensors among ``module``'s parameters and buffers by normal tensors with
+    the same values, in place in the module (the cached pipeline then infers exactly as before;
+    one tensor is held twice at a time, and LoRA copies made earlier keep the old ones alive).
+
+    ComfyUI runs every node under `torch.inference_mode()`, so a pipeline loaded by a node holds
+    inference tensors, and autograd refuses them in a graph ("Inference tensors cannot be saved
+    for backward", "... do not track version counter") even when they need no gradient. Swapping
+    `.data` is not enough: the Parameter object itself stays an inference tensor."""
+    with torch.inference_mode(False), torch.no_grad():
+        for m in module.modules():
+            for name, p in list(m._parameters.items()):  # noqa: SLF001
+                if p is not None and p.is_inference():
+                    m._parameters[name] = torch.nn.Parameter(  # noqa: SLF001
+                        p.detach().clone(), requires_grad=p.requires_grad)
+            for name, b in list(m._buffers.items()):  # noqa: SLF001
+                if b is not None and b.is_inference():
+                    m._buffers[name] = b.clone()  # noqa: SLF001
+
+
 def _training_scheduler(pipe):
     from diffusers import DDPMScheduler
 
@@ -555,15 +576,19 @@ def train_identity_lora(model: ImageModel, items: Sequence[Any], trigger: str,
             offload_all(model)
             model_cache.resolve(model.pipe).to(runtime.torch_device())
         try:
-            trainer = LoRATrainer(model.pipe, model.arch, samples, settings)
-            optimizer_name = trainer.optimizer_name
-            if os.path.isfile(state_path):
-                state = torch.load(state_path, map_location="cpu", weights_only=True)
-                if int(state["step"]) <= settings.steps:
-                    trainer.load_state(state)
-                    resumed_from = trainer.step
-            losses, seconds = _train_loop(trainer, settings, run_dir, table, table_path,
-                                          state_path, prompt, sample_seeds, similarity, meta_args)
+            # ComfyUI runs nodes in inference mode; training needs autograd (and normal tensors,
+            # see plain_tensors)
+            with torch.inference_mode(False), torch.enable_grad():
+                trainer = LoRATrainer(model.pipe, model.arch, samples, settings)
+                optimizer_name = trainer.optimizer_name
+                if os.path.isfile(state_path):
+                    state = torch.load(state_path, map_location="cpu", weights_only=True)
+                    if int(state["step"]) <= settings.steps:
+                        trainer.load_state(state)
+                        resumed_from = trainer.step
+                losses, seconds = _train_loop(trainer, settings, run_dir, table, table_path,
+                                              state_path, prompt, sample_seeds, similarity,
+                                              meta_args)
         finally:
             del trainer
             if model.offloaded:
