@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from spinbot.nodes import NODE_CLASS_MAPPINGS, runtime
-from spinbot.nodes.dubbing import nodes_dubbing, transcribe
+from spinbot.nodes.dubbing import languages, nodes_dubbing, transcribe
 from spinbot.nodes.dubbing.languages import LanguageError
 from spinbot.nodes.manifest import MissingModelError
 from spinbot.nodes.media import make_audio
@@ -63,6 +63,9 @@ def test_registered_with_its_outputs():
     inputs = cls.INPUT_TYPES()
     assert "German" in inputs["required"]["language"][0]
     assert {"audio", "video"} <= set(inputs["optional"])
+    names = inputs["required"]["language"][0][1:]
+    assert len(names) == 100 and sorted({languages.whisper_code(n) for n in names}) == \
+        sorted(languages.whisper_languages())  # every choice resolves, to a different code
 
 
 def test_stereo_44k_audio_gives_measured_segments_inside_it_and_repeats(models):

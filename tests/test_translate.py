@@ -46,6 +46,7 @@ def test_registered_with_language_names():
     required = cls.INPUT_TYPES()["required"]
     names = required["target_language"][0]
     assert len(names) == 202 and {"German", "French", "Chinese (Simplified)"} <= set(names)
+    assert len({languages.nllb_code(n) for n in names}) == 202  # each name its own code
     assert required["source_language"][0][0] == nodes_dubbing.FROM_TRANSCRIPTION
 
 
