@@ -264,3 +264,15 @@ def test_trains_on_a_model_loaded_and_run_under_inference_mode(tmp_path):
         result = _run(model, str(tmp_path), name="inference", steps=2, checkpoint_every=2)
     assert os.path.isfile(result.path) and result.best.step == 2
     ckpt.clear_cache()
+
+
+def test_progress_bar_counts_steps_and_shows_loss_and_eta(tmp_path, monkeypatch):
+    texts, updates = [], []
+    monkeypatch.setattr(runtime.Progress, "text", lambda self, t: texts.append(t))
+    original = runtime.Progress.update
+    monkeypatch.setattr(runtime.Progress, "update",
+                        lambda self, n=1, preview=None: (updates.append(n), original(self, n, preview)))
+    _run(_model(), str(tmp_path), name="progress", steps=4, checkpoint_every=2)
+    assert sum(updates) == 4 and len(texts) == 4
+    assert texts[0].startswith("step 1/4  loss ") and " ETA 0:" in texts[0]
+    assert "[checkpoint 2" in texts[1] and "[checkpoint 4" in texts[3]

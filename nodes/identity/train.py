@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .. import model_cache, runtime
-from ..image.checkpoint import ImageModel, offload_all, rebuild_pipeline
+from ..image.checkpoint import ImageModel, offload_all, pipeline_modules, rebuild_pipeline
 from ..image.lora import share_clone
 from . import kohya
 
@@ -573,8 +573,12 @@ def train_identity_lora(model: ImageModel, items: Sequence[Any], trigger: str,
     if not finished:
         runtime.check_interrupted()
         if model.offloaded:
+            # training needs the UNet, VAE and text encoders on the device at once; each part is
+            # moved by hand (pipe.to() refuses pipelines with offload hooks) and offload_all
+            # puts them back below
             offload_all(model)
-            model_cache.resolve(model.pipe).to(runtime.torch_device())
+            for part in pipeline_modules(model.pipe):
+                part.to(runtime.torch_device())
         try:
             # ComfyUI runs nodes in inference mode; training needs autograd (and normal tensors,
             # see plain_tensors)
