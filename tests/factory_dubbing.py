@@ -123,8 +123,9 @@ def write_nllb(folder: Path, seed: int = 83) -> list[Path]:
                           architectures=["M2M100ForConditionalGeneration"])
     seeded(seed)
     model = M2M100ForConditionalGeneration(config)
+    # max_length 200 upstream, shrunk like the widths (random weights rarely stop early)
     model.generation_config = GenerationConfig(bos_token_id=0, eos_token_id=2, pad_token_id=1,
-                                               decoder_start_token_id=2, max_length=40)  # 200 upstream, shrunk like the widths
+                                               decoder_start_token_id=2, max_length=40)
     model.save_pretrained(str(folder))
     # The release ships its weights as pytorch_model.bin (a torch.save'd state dict; no
     # safetensors on the main branch), which transformers reads with weights_only=True.

@@ -201,7 +201,8 @@ def test_rerun_after_cancel_decodes_only_unfinished_windows(models, monkeypatch)
     with pytest.raises(runtime.Interrupted):
         transcribe.transcribe(wave, whisper, "German", False)
     calls.clear()
-    monkeypatch.setattr(transcribe, "_decode", lambda *a, **kw: (calls.append(1), real(*a, **kw))[1])
+    monkeypatch.setattr(transcribe, "_decode",
+                        lambda *a, **kw: (calls.append(1), real(*a, **kw))[1])
     resumed = transcribe.transcribe(wave, whisper, "German", False)
     assert len(calls) == resumed.windows - 1 >= 2  # the first window came from the cache
     assert f"1 of {resumed.windows} window(s) reused" in " ".join(resumed.notes)
@@ -267,5 +268,6 @@ def test_english_only_folder_transcribes_english_and_refuses_other_languages(bui
     segments, _text, language, _words, _report = node.run("tiny.en", "auto", False, audio=audio)
     check_segments(segments, 2.0)
     assert language == "en"
-    with pytest.raises(LanguageError, match="'tiny.en' is an English-only model and cannot transcribe German"):
+    with pytest.raises(LanguageError,
+                       match="'tiny.en' is an English-only model and cannot transcribe German"):
         node.run("tiny.en", "German", False, audio=audio)

@@ -98,7 +98,8 @@ def test_rerun_after_cancel_translates_only_unfinished_segments(models, monkeypa
     with pytest.raises(runtime.Interrupted):
         run(target="Spanish")
     calls.clear()
-    monkeypatch.setattr(translate, "_generate", lambda *a, **kw: (calls.append(1), real(*a, **kw))[1])
+    monkeypatch.setattr(translate, "_generate",
+                        lambda *a, **kw: (calls.append(1), real(*a, **kw))[1])
     segments, _text, report = run(target="Spanish")
     assert len(calls) == 2 and "1 of 3 segment(s) reused from the cache" in report
     assert [s.start for s in segments] == [s.start for s in SEGMENTS]
