@@ -271,3 +271,14 @@ def test_english_only_folder_transcribes_english_and_refuses_other_languages(bui
     with pytest.raises(LanguageError,
                        match="'tiny.en' is an English-only model and cannot transcribe German"):
         node.run("tiny.en", "German", False, audio=audio)
+
+
+def test_folder_saved_by_transformers5_without_timestamp_tokens(models):
+    """whisper-small from the voice stage's factory: processor_config.json (what transformers 5's
+    processor.save_pretrained writes) instead of preprocessor_config.json, no timestamp tokens and
+    no alignment heads: one segment per window, and the report says words are unavailable."""
+    audio = make_audio(speechlike(2.0, 16000, [(0.2, 1.8)]), 16000)
+    segments, text, language, words, report = nodes_dubbing.SpinBotTranscribe().run(
+        "whisper-small", "auto", True, audio=audio)
+    assert [(s.start, s.end) for s in segments] == [(0.0, 2.0)] and text == segments[0].text
+    assert language in ("en", "de") and words == "[]" and "unavailable" in report

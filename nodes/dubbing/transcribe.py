@@ -93,10 +93,12 @@ def whisper_path(name: str) -> str:
     """Folder of a Whisper model; MissingModelError (folder, name, source) when absent,
     TranscribeError when the folder is not a transformers Whisper folder."""
     path = require_model(FOLDER, name)
-    missing = [f for f in ("config.json", "preprocessor_config.json")
-               if not os.path.isfile(os.path.join(path, f))]
-    weights = [f for f in ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
-               if os.path.isfile(os.path.join(path, f))]
+    have = set(os.listdir(path)) if os.path.isdir(path) else set()
+    missing = [] if "config.json" in have else ["config.json"]
+    # transformers 5's processor.save_pretrained writes processor_config.json instead
+    if not have & {"preprocessor_config.json", "processor_config.json"}:
+        missing.append("preprocessor_config.json")
+    weights = have & {"model.safetensors", "pytorch_model.bin", "model.safetensors.index.json"}
     if missing or not weights:
         what = ", ".join(missing + ([] if weights else ["model.safetensors"]))
         raise TranscribeError(f"Whisper model '{name}' ({path}) is not a transformers Whisper "
