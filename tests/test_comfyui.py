@@ -328,7 +328,9 @@ def _workflow_sets(name: str, tmp_path, ollama_url: str | None) -> list[str]:
 WORKFLOW_FPS = {"quote": 30, "narrated": 24, "story": 24}
 
 
-@pytest.mark.parametrize("name", [n[:-5] for n in UI_NAMES if n != "photo_with_audio.json"])
+# profile ends in a LoRA file, not an MP4: tests/test_identity_comfyui.py runs it
+@pytest.mark.parametrize("name", [n[:-5] for n in UI_NAMES
+                                  if n not in ("photo_with_audio.json", "profile.json")])
 def test_shipped_workflow_renders_through_the_client(comfy, tmp_path, name):
     """Each API workflow, queued by the pack's client on the tiny model folder, gives an MP4 that
     decodes with audio as long as the video, subtitles (the quote is on screen instead), and the
