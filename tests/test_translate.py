@@ -178,6 +178,9 @@ def test_bad_inputs_give_clear_errors(models):
         run(segments=())
     segments = run(source="German", language=None)[0]  # a chosen source needs no connection
     assert [s.start for s in segments] == [s.start for s in SEGMENTS]
+    blank = Segment(3, "  ", 7.0, 7.4, False)  # an empty segment stays as it is, unreported
+    segments, _text, report = run(segments=SEGMENTS + (blank,))
+    assert segments[3] == blank and "segment 3" not in report
 
 
 def test_missing_model_names_folder_and_source(spinbot_dirs):

@@ -273,6 +273,10 @@ def translate_segments(segments: tuple[Segment, ...] | list[Segment], translator
                                                           "SpinBot Translate") as bar:
         for seg in segments:
             runtime.check_interrupted()
+            if not seg.text.strip():  # nothing to translate (a pause kept as a segment)
+                out.append(seg)
+                bar.update(1)
+                continue
             protected, found = protect(seg.text, glossary)
             pieces: list[str] = []
             for sentence in split_sentences(protected, iso) or [protected.strip()]:
