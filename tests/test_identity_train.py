@@ -276,3 +276,34 @@ def test_progress_bar_counts_steps_and_shows_loss_and_eta(tmp_path, monkeypatch)
     assert sum(updates) == 4 and len(texts) == 4
     assert texts[0].startswith("step 1/4  loss ") and " ETA 0:" in texts[0]
     assert "[checkpoint 2" in texts[1] and "[checkpoint 4" in texts[3]
+
+
+def test_node_trains_from_an_image_batch_and_reuses_the_finished_run(models_root, tmp_path):
+    """The node end to end outside ComfyUI: photos as an IMAGE batch, faces from the pack's
+    detector (a fixed-output SCRFD, see tests/test_identity_comfyui.py), recogniser scores, the
+    LoRA in models/loras; the same inputs again reuse the finished run."""
+    import onnx
+
+    from tests.media import astronaut
+    from tests.test_identity_comfyui import FACE_BOX, FACE_KPS, fixed_scrfd_model
+
+    factory.build(models_root, only=["insightface"])
+    pack = models_root / "insightface" / "models" / "buffalo_l"
+    onnx.save(fixed_scrfd_model(FACE_BOX, FACE_KPS, 512), str(pack / "det_10g.onnx"))
+    face = astronaut().astype(np.float32) / 255.0
+    photos = torch.from_numpy(np.stack([np.clip(face + 0.02 * i, 0, 1) for i in range(3)]))
+    node = NI.SpinBotTrainIdentityLoRA()
+    kwargs = dict(image_model=_model(), trigger_word=" ohwx ", name="node-made", preset="quick",
+                  photo_folder="", face_pack="buffalo_l", rank=4, steps=2, resolution=256,
+                  checkpoint_every=1, samples=1, sample_steps=1, photos=photos)
+    out = node.train(**kwargs)
+    name, trigger, samples, report = out["result"]
+    assert (name, trigger) == ("node-made.safetensors", "ohwx")
+    assert os.path.isfile(os.path.join(runtime.model_folder_paths("loras")[0], name))
+    assert samples.shape == (1, 256, 256, 3) and samples.dtype == torch.float32
+    rows = [line for line in report.splitlines() if line[:1].isdigit() and " | " in line]
+    assert [r.split(" | ")[0] for r in rows] == ["1", "2"]
+    assert all(r.split(" | ")[2].split()[0] != "n/a" for r in rows)   # scored by the recogniser
+    assert "3 photo(s) used" in report and "step | loss | face similarity" in out["ui"]["text"][0]
+    again = node.train(**kwargs)["result"][3]
+    assert "finished run reused" in again
