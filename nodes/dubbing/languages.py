@@ -35,6 +35,7 @@ def close_names(word: str, names: list[str], n: int = 5) -> list[str]:
 
 
 def unknown_language(what: str, value: str, names: list[str]) -> LanguageError:
+    """The error for an unknown language: names ``what``, the value and the closest names."""
     near = close_names(value, names)
     hint = f"; closest: {', '.join(near)}" if near else ""
     return LanguageError(f"{what}: unknown language {value!r}{hint} ({len(names)} "
@@ -101,6 +102,7 @@ def nllb_languages() -> list[dict]:
 
 
 def nllb_by_code() -> dict[str, dict]:
+    """`nllb_languages` keyed by NLLB code."""
     return {entry["code"]: entry for entry in _nllb()["languages"]}
 
 
@@ -143,5 +145,6 @@ def nllb_code(language: str, what: str = "language") -> str:
 
 
 def nllb_name(code: str) -> str:
+    """'deu_Latn' -> 'German' (the code itself when unknown)."""
     entry = nllb_by_code().get(code)
     return entry["name"] if entry else code

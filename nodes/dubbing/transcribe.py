@@ -57,6 +57,8 @@ class TranscribeError(ValueError):
 
 @dataclass(frozen=True)
 class Word:
+    """One word and its times in seconds from the start of the audio (alignment heads, DTW)."""
+
     text: str
     start: float
     end: float
@@ -64,6 +66,9 @@ class Word:
 
 @dataclass
 class Transcript:
+    """What `transcribe` found: measured segments, the language (Whisper code), word times
+    (empty without alignment heads), windows decoded and notes for the report."""
+
     segments: tuple[Segment, ...]
     language: str  # Whisper code ('de')
     words: list[Word] = field(default_factory=list)
@@ -109,6 +114,9 @@ def whisper_path(name: str) -> str:
 
 @dataclass
 class Whisper:
+    """A loaded Whisper folder: WhisperForConditionalGeneration (eager attention, on the CPU
+    between runs) and its WhisperProcessor (feature extractor + tokenizer)."""
+
     model: torch.nn.Module
     processor: object
     name: str
@@ -197,6 +205,7 @@ def signal_frames(wave: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- window cache
 
 def cache_dir() -> str:
+    """``<temp>/spinbot-dub-text``, created when missing."""
     path = os.path.join(runtime.temp_dir(), CACHE_SUBDIR)
     os.makedirs(path, exist_ok=True)
     return path
@@ -459,10 +468,6 @@ def transcribe(wave: np.ndarray, whisper: Whisper, language: str = "auto",
     if reused:
         notes.append(f"{reused} of {windows} window(s) reused from the cache")
     return Transcript(tuple(fixed), code, words, word_level, windows, notes)
-
-
-def language_name(code: str) -> str:
-    return whisper_name(code)
 
 
 __all__ = ["TranscribeError", "LanguageError", "Transcript", "Word", "audio_16k_mono",

@@ -49,6 +49,8 @@ class TranslateError(ValueError):
 
 @dataclass(frozen=True)
 class Term:
+    """A glossary entry."""
+
     source: str  # as it appears in the source text (matched case-insensitively, whole words)
     target: str  # as it must appear in the translation (the source term itself by default)
 
@@ -111,6 +113,8 @@ def restore(text: str, found: dict[int, Term]) -> tuple[str, list[Term]]:
 # --------------------------------------------------------------------------- model
 
 def list_translators() -> list[str]:
+    """Translation folders (with config.json) in the translation model folder(s), for the
+    dropdown; the default name when there are none."""
     names = [d for d in runtime.list_models(FOLDER, dirs=True)
              if runtime.find_model(FOLDER, f"{d}/config.json")]
     return names or [DEFAULT_MODEL]
@@ -135,6 +139,9 @@ def translator_path(name: str) -> str:
 
 @dataclass
 class Translator:
+    """A loaded NLLB folder: M2M100ForConditionalGeneration (on the CPU between runs) and its
+    NLLB tokenizer."""
+
     model: torch.nn.Module
     tokenizer: object
     name: str
@@ -209,6 +216,8 @@ def split_to_tokens(sentence: str, count, max_tokens: int) -> list[str]:
 
 @dataclass
 class Translation:
+    """What `translate_segments` made: the translated segments and figures for the report."""
+
     segments: tuple[Segment, ...]
     source: str  # NLLB code
     target: str
