@@ -334,4 +334,69 @@ def profile() -> Graph:
     ])
 
 
-GRAPHS = [photo_with_audio, direct, guided, story, quote, narrated, profile]
+WHISPER = "whisper-large-v3-turbo"
+NLLB = "nllb-200-distilled-600M"
+FACE_RESTORER = "GFPGANv1.4.pth"
+
+
+def dubbing() -> Graph:
+    """A video of someone speaking, in another language: the same voice, lip-synced, subtitled."""
+    nodes = [
+        Node(1, "SpinBotLoadVideo", "Source Video", (40, 80), (340, 420), {"video": "talk.mp4"}),
+        Node(2, "SpinBotTranscribe", "Transcribe", (420, 80), (340, 260),
+             {"model": WHISPER}, {"video": (1, 0)}),
+        Node(3, "SpinBotTranslate", "Translate", (420, 380), (340, 360),
+             {"model": NLLB, "target_language": "Spanish"},
+             {"segments": (2, 0), "language": (2, 2)}),
+        Node(4, "SpinBotDubVoice", "Dub Voice", (800, 80), (360, 520),
+             {"model": F5_MODEL, "vocoder": VOCODER},
+             {"segments": (3, 0), "audio": (1, 1), "original_segments": (2, 0)}),
+        Node(5, "SpinBotDubMix", "Dub Mix", (800, 640), (360, 320), {},
+             {"original": (1, 1), "speech": (4, 0), "segments": (2, 0)}),
+        Node(6, "SpinBotWav2Lip", "Wav2Lip", (1200, 80), (360, 620),
+             {"model_name": WAV2LIP, "face_detector": DETECTOR}, {"video": (1, 0), "audio": (5, 0)}),
+        Node(7, "SpinBotFaceRestoreModel", "Face Restore Model", (1600, 80), (340, 120),
+             {"model_name": FACE_RESTORER}),
+        Node(8, "SpinBotFaceRestore", "Face Restore", (1600, 240), (340, 340),
+             {"face_detector": DETECTOR}, {"face_restore_model": (7, 0), "video": (6, 0)}),
+        Node(9, "SpinBotSubtitles", "Subtitles", (1600, 620), (340, 160), {}, {"segments": (4, 1)}),
+        Node(10, "SpinBotVideoCombine", "Video Combine", (1980, 80), (380, 560),
+             {"filename_prefix": "SpinBot/dubbing", "normalize_loudness": False},
+             {"video": (8, 1), "audio": (5, 0), "subtitles": (9, 0)}),
+        note(11, "Dubbing: a video of someone speaking -> the same speaker, in another language, "
+                 "lip-synced, with subtitles.\n\n"
+                 "1. Source Video: upload the video (input/talk.mp4). SpinBot Load Video streams "
+                 "it to disk and gives its original audio. Core 'Load Video' works too: connect "
+                 "its VIDEO to Transcribe's and Wav2Lip's 'video', and its audio (core 'Get Video "
+                 "Components', which decodes every frame into memory: short clips only) to Dub "
+                 "Voice's 'audio' and Dub Mix's 'original'.\n"
+                 "2. Transcribe: Whisper finds the sentences and their times; set 'language' if "
+                 "auto-detection picks the wrong one.\n"
+                 "3. Translate: NLLB-200 into 'target_language'; terms to keep go in 'glossary'.\n"
+                 "4. Dub Voice speaks each sentence in the speaker's own voice (cut from the "
+                 "video), fitted to its original slot; the report names sentences that needed "
+                 "more than 'max_tempo_change'.\n"
+                 "5. Dub Mix keeps the original background and ducks the original voice.\n"
+                 "6. Wav2Lip moves the lips of the original frames to the new speech (frames "
+                 "without a face are passed through); Face Restore (GFPGAN) sharpens the face.\n"
+                 "7. Video Combine writes output/SpinBot/dubbing_00001_.mp4 with the translated "
+                 "subtitles as a soft track (one subtitle track: the original language is not "
+                 "added).\n"
+                 "Cancel and queue again: finished sentences and windows are reused.\n\n"
+                 "Model files (python install.py --models dubbing):\n"
+                 f"- models/whisper/{WHISPER}/, models/translation/{NLLB}/\n"
+                 f"- models/tts/{F5_MODEL} + vocab.txt, models/tts/{VOCODER}/\n"
+                 f"- models/lipsync/{WAV2LIP}, models/insightface/models/{DETECTOR}/\n"
+                 f"- models/facerestore_models/{FACE_RESTORER}", (40, 800), (700, 640)),
+    ]
+    return Graph("dubbing", nodes, [
+        Group("Source", (20, 10, 380, 510), C["inputs"]),
+        Group("Transcribe and translate", (400, 10, 380, 760), C["script"]),
+        Group("Voice", (780, 10, 400, 980), C["voice"]),
+        Group("Lip sync", (1180, 10, 400, 720), C["lipsync"]),
+        Group("Restore and subtitles", (1580, 10, 380, 800), C["upscale"]),
+        Group("Output", (1960, 10, 420, 660), C["output"]),
+    ])
+
+
+GRAPHS = [photo_with_audio, direct, guided, story, quote, narrated, profile, dubbing]

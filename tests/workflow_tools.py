@@ -71,7 +71,8 @@ def _is_widget(spec_type: Any, options: dict) -> bool:
 
 def _check_value(where: str, spec_type: Any, options: dict, value: Any) -> None:
     if isinstance(spec_type, (list, tuple)):
-        if list(spec_type) != ["*"] and value not in spec_type:
+        # an upload combo (SpinBot Load Video) lists the input folder: any uploaded name goes
+        if list(spec_type) != ["*"] and not options.get("video_upload") and value not in spec_type:
             shown = ", ".join(map(str, list(spec_type)[:8]))
             raise WorkflowError(f"{where}: {value!r} is not one of the choices ({shown})")
         return
