@@ -307,3 +307,34 @@ def test_node_trains_from_an_image_batch_and_reuses_the_finished_run(models_root
     assert "3 photo(s) used" in report and "step | loss | face similarity" in out["ui"]["text"][0]
     again = node.train(**kwargs)["result"][3]
     assert "finished run reused" in again
+
+
+def test_more_steps_continue_a_finished_run(tmp_path):
+    model = _model()
+    _run(model, str(tmp_path), name="grow", steps=4, checkpoint_every=2)
+    grown = _run(model, str(tmp_path), name="grow", steps=6, checkpoint_every=2)
+    fresh = _run(model, str(tmp_path), name="fresh6", steps=6, checkpoint_every=2)
+    assert grown.resumed_from == 4 and [r.step for r in grown.table] == [2, 4, 6]
+    a, b = _tensors(grown.path), _tensors(fresh.path)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_v_prediction_models_train_against_the_velocity():
+    from diffusers import DDPMScheduler
+
+    model = _model()
+    trainer = T.LoRATrainer(model.pipe, model.arch, T.as_samples(_items()), _settings())
+    assert trainer.prediction == "epsilon"
+    trainer.scheduler = DDPMScheduler.from_config(trainer.scheduler.config,
+                                                  prediction_type="v_prediction")
+    trainer.prediction = "v_prediction"
+    index, noise, t = trainer.draw(0)
+    latents = trainer.latents[index]
+    velocity = trainer.scheduler.get_velocity(latents, noise, t)
+    with torch.no_grad():
+        v_loss = trainer.loss(index, noise, t, grad=False).item()
+        noisy = trainer.scheduler.add_noise(latents, noise, t)
+        embeds, _ = trainer._condition(trainer.samples[index].caption, 64, 64, False)
+        pred = trainer.unet(noisy, t, encoder_hidden_states=embeds).sample
+    assert v_loss == pytest.approx(torch.nn.functional.mse_loss(pred, velocity).item(), rel=1e-5)
+    assert v_loss != pytest.approx(torch.nn.functional.mse_loss(pred, noise).item(), rel=1e-3)
