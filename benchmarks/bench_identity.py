@@ -1,7 +1,7 @@
 """Identity LoRA training benchmark: seconds per training step and peak memory.
 
     python -m benchmarks.bench_identity [--steps 10] [--threads N] [--cpu-size 64]
-        [--full-device auto|cuda|cpu|none] [--full-steps 20] [--rank 16]
+        [--full-device auto|cuda|cpu|none] [--full-steps 20] [--rank 16] [--only sd15|sdxl_base]
 
 CPU: the tiny SD 1.5 and SDXL checkpoints of the factory at --cpu-size (the code path and its
 overhead; the figures say nothing about real models). Full size (CUDA when available, else
@@ -9,7 +9,8 @@ skipped): SD 1.5 at 512 and SDXL at 1024 built from the pack's shipped configs w
 weights (bf16 on GPUs that have it, else fp16), the 'standard' preset's rank, gradient
 checkpointing and autocast as the node runs them; prints s/step, peak allocated VRAM (the
 issue's target: under 16 GB) and the time a 'standard' run (1000 steps + 4 checkpoints of 2
-samples) would take. Prints numbers; asserts nothing.
+samples) would take. Prints numbers; asserts nothing. `--gpu-only --full-device cpu --only sd15
+--full-size 64 --full-steps 1 --sample-steps 1` smoke-runs the full-size path without a GPU.
 """
 from __future__ import annotations
 
@@ -105,6 +106,8 @@ def gpu_section(args) -> None:
     else:
         dtype, where = torch.float32, f"cpu ({torch.get_num_threads()} threads)"
     for arch, size in (("sd15", 512), ("sdxl_base", 1024)):
+        if args.only and arch != args.only:
+            continue
         if args.full_size:
             size = args.full_size
         pipe = random_pipeline(arch, device, dtype)
@@ -136,6 +139,7 @@ def main() -> None:
     parser.add_argument("--sample-steps", type=int, default=20)
     parser.add_argument("--rank", type=int, default=int(T.PRESETS["standard"]["rank"]))
     parser.add_argument("--gpu-only", action="store_true")
+    parser.add_argument("--only", choices=["sd15", "sdxl_base"], help="one full-size model")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
