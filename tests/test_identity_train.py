@@ -338,3 +338,23 @@ def test_v_prediction_models_train_against_the_velocity():
         pred = trainer.unet(noisy, t, encoder_hidden_states=embeds).sample
     assert v_loss == pytest.approx(torch.nn.functional.mse_loss(pred, velocity).item(), rel=1e-5)
     assert v_loss != pytest.approx(torch.nn.functional.mse_loss(pred, noise).item(), rel=1e-3)
+
+
+def test_is_changed_follows_the_photo_folder_and_the_lora_file(spinbot_dirs):
+    from PIL import Image
+
+    folder = spinbot_dirs["input"] / "me"
+    folder.mkdir()
+    Image.new("RGB", (64, 64), "red").save(folder / "a.png")
+    stamp = lambda: NI.SpinBotTrainIdentityLoRA.IS_CHANGED(  # noqa: E731
+        photo_folder="me", face_pack="buffalo_l", name="mine")
+    first = stamp()
+    assert stamp() == first
+    Image.new("RGB", (64, 64), "blue").save(folder / "b.png")
+    second = stamp()
+    assert second != first
+    loras = runtime.model_folder_paths("loras")[0]
+    os.makedirs(loras, exist_ok=True)
+    open(os.path.join(loras, "mine.safetensors"), "wb").close()
+    assert stamp() != second
+    assert NI.SpinBotTrainIdentityLoRA.IS_CHANGED(photo_folder="../..", face_pack="x", name="../x")

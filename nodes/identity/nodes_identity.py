@@ -214,6 +214,26 @@ class SpinBotTrainIdentityLoRA:
             },
         }
 
+    @classmethod
+    def IS_CHANGED(cls, photo_folder: str = "", face_pack: str = "", name: str = "", **_inputs):
+        """The photo folder's files (a replaced photo re-runs the node), the face pack's files,
+        and whether the LoRA file is still there (a deleted one is written again)."""
+        import os
+
+        from .dataset import IdentityDataError, _photo_folder
+
+        parts = [repr(_pack_identity(face_pack))]
+        if photo_folder and photo_folder.strip():
+            try:
+                parts.append(runtime.file_stamp(_photo_folder(photo_folder.strip())[1]))
+            except IdentityDataError:
+                parts.append(f"{photo_folder}|missing")
+        try:
+            parts.append(str(os.path.isfile(_lora_output_path(name)[1])))
+        except ValueError:
+            parts.append(f"{name}|bad")
+        return "|".join(parts)
+
     def train(self, image_model, trigger_word, name, preset, photo_folder, face_pack, rank=0,
               alpha=0.0, learning_rate=0.0, steps=0, resolution=0, checkpoint_every=0,
               train_text_encoder=False, seed=0, samples=2, sample_steps=20, photos=None):
