@@ -38,7 +38,8 @@ from typing import Any, Callable, Iterator
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHIPPED = os.path.join(os.path.dirname(HERE), "workflows", "api")
-UPLOAD_INPUTS = {("LoadImage", "image"), ("LoadAudio", "audio"), ("LoadVideo", "file")}
+UPLOAD_INPUTS = {("LoadImage", "image"), ("LoadAudio", "audio"), ("LoadVideo", "file"),
+                 ("SpinBotLoadVideo", "video")}
 
 
 class ClientError(RuntimeError):

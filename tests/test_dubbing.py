@@ -216,3 +216,23 @@ def test_resume_after_cancel_redoes_only_unfinished_segments(models, monkeypatch
     assert len(windows) == 1 and len(spoken) == len(SENTENCES) - 2
     assert "reused from cache: 2 of 3 segments" in out(results, "4")[2]
     assert probe(path).video_frames == frames
+
+
+def answer_whisper_in_advance(video_path, spans, models_dir, temp_dir) -> None:
+    """For a real ComfyUI (another process, where the decoder cannot be scripted): runs SpinBot
+    Transcribe here on ``video_path`` with the scripted decoder, the tiny Whisper folder of
+    ``models_dir`` and the window cache of ``temp_dir`` (the server's temp folder). The server's
+    Transcribe then finds the same window (same audio, model stamp, language) in its cache and
+    reuses it, as after a Cancel; everything else runs in the server on the tiny models."""
+    from spinbot.nodes.dubbing.nodes_dubbing import SpinBotTranscribe
+    from spinbot.nodes.video.nodes_video import SpinBotLoadVideo
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SPINBOT_MODELS_DIR", str(models_dir))
+        mp.setenv("SPINBOT_TEMP_DIR", str(temp_dir))
+        mp.setenv("SPINBOT_INPUT_DIR", str(video_path.parent))
+        windows = script_whisper(mp, spans)
+        video = SpinBotLoadVideo().load(video_path.name, 0.0, 0.0, 0.0, 0)[0]
+        segments = SpinBotTranscribe().run("whisper-large-v3-turbo", "English", False,
+                                           video=video)[0]
+    assert len(windows) <= 1 and len(segments) == len(spans)  # 0: cached by an earlier run
