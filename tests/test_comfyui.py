@@ -321,7 +321,24 @@ def _workflow_sets(name: str, tmp_path, ollama_url: str | None) -> list[str]:
                        'Identity LoRA.lora_1="spinbot-identity-sd15.safetensors"',
                        'Scene Images.size_preset="custom"', "Scene Images.width=96",
                        "Scene Images.height=64", "Scene Images.steps=2"]
+    if name == "dubbing":
+        from tests.test_dubbing import SETS
+
+        return [f"Source Video.video={tmp_path / 'talk.mp4'}", *SETS]
     raise KeyError(name)
+
+
+def _dubbing_source(comfy, tmp_path, name: str = "talk.mp4") -> int:
+    """The generated talking video in tmp_path (and the server's input folder), its Whisper
+    window answered in advance (random tiny Whisper finds no timing); returns its frame count."""
+    from pathlib import Path
+
+    from tests.test_dubbing import answer_whisper_in_advance, write_talk
+
+    frames, spans = write_talk(tmp_path / name)
+    base = Path(comfy.base_dir)
+    answer_whisper_in_advance(tmp_path / name, spans, base / "models", base / "temp")
+    return frames
 
 
 # The frame rate each shipped workflow asks for (Camera Motion's fps, SVD's 8 fps x RIFE's 3).
@@ -340,6 +357,7 @@ def test_shipped_workflow_renders_through_the_client(comfy, tmp_path, name):
 
     reply = script_reply(["Hello from the SpinBot workflows.", "Thanks for watching."],
                          stage="a bright studio, a person looking at the camera")
+    frames = _dubbing_source(comfy, tmp_path) if name == "dubbing" else None
     with FakeOllama(replies=[reply]) as ollama:
         run = _client_run(comfy, name, _workflow_sets(name, tmp_path, ollama.url), tmp_path / "renders")
         asked = [bool(chat.get("format", {}).get("properties", {}).get("scenes")) for chat in ollama.chats]
@@ -355,4 +373,30 @@ def test_shipped_workflow_renders_through_the_client(comfy, tmp_path, name):
         assert p.subtitles and p.subtitles[-1][1] <= p.video_seconds + 1 / p.fps
     if name in WORKFLOW_FPS:
         assert 24 <= p.fps <= 30 and p.fps == pytest.approx(WORKFLOW_FPS[name])
+    if name == "dubbing":  # the source's frames and fps
+        assert p.video_frames == frames and p.fps == 25
     assert asked == {"guided": [False], "narrated": [True]}.get(name, [])
+
+
+def test_dubbing_renders_from_core_load_video(comfy, tmp_path):
+    """The dubbing workflow with core Load Video as its source (its VIDEO into Transcribe and
+    Wav2Lip, the audio from core Get Video Components) over POST /prompt on the tiny models:
+    an MP4 with the source's frames and fps, audio as long as the video, translated subtitles."""
+    import shutil
+
+    from spinbot.nodes.client import apply_overrides, load_workflow
+    from tests.test_dubbing import SETS
+
+    frames = _dubbing_source(comfy, tmp_path, "core_talk.mp4")
+    shutil.copy(tmp_path / "core_talk.mp4", os.path.join(comfy.base_dir, "input", "core_talk.mp4"))
+    workflow = apply_overrides(load_workflow("dubbing"), SETS)
+    workflow["1"] = {"class_type": "LoadVideo", "inputs": {"file": "core_talk.mp4"}}
+    workflow["12"] = {"class_type": "GetVideoComponents", "inputs": {"video": ["1", 0]}}
+    workflow["4"]["inputs"]["audio"] = workflow["5"]["inputs"]["original"] = ["12", 1]
+    workflow["10"]["inputs"]["filename_prefix"] = "SpinBot/dubbing_core"
+    entry = comfy.wait(comfy.queue(workflow), timeout=900)
+    video = entry["outputs"]["10"]["spinbot_video"][0]
+    p = probe(os.path.join(comfy.base_dir, "output", video["subfolder"], video["filename"]))
+    assert p.fps == 25 and abs(p.video_frames - frames) <= 1, (p.video_frames, frames)
+    assert abs(p.audio_seconds - p.video_seconds) <= 1 / p.fps
+    assert len(p.subtitles) >= 3 and all(text.strip() for _a, _b, text in p.subtitles)
