@@ -27,7 +27,8 @@ from tests.workflow_tools import UI_ONLY_NODES, _inputs, _is_widget, definitions
 WORKFLOWS_DIR = os.path.join(ROOT, "workflows")
 # Values the frontend stores after an upload widget (LoadImage: the upload type; LoadAudio: the
 # upload button and the player).
-UPLOAD_EXTRAS = {"LoadImage": ["image"], "LoadAudio": [None, None]}
+UPLOAD_EXTRAS = {"LoadImage": ["image"], "LoadAudio": [None, None],
+                 "SpinBotLoadVideo": ["image"]}  # video_upload: the same upload button
 GROUP_COLORS = {"inputs": "#3f789e", "script": "#a1309b", "image": "#b58b2a", "voice": "#2a9d8f",
                 "motion": "#8d5a97", "lipsync": "#c0392b", "upscale": "#5b7553", "output": "#88aa88"}
 

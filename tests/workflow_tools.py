@@ -177,7 +177,9 @@ def validate_ui(workflow: dict, defs: dict[str, dict]) -> None:
                 raise WorkflowError(f"{label} input '{name}': required input is not connected")
         values = list(node.get("widgets_values") or [])
         widget_names = [n for n, (_s, t, o) in specs.items() if _is_widget(t, o)]
-        extra_upload = defs[ntype].get("upload_widgets", 0)
+        # the frontend stores its upload button's value after a video_upload combo's widgets
+        extra_upload = defs[ntype].get("upload_widgets", 0) or sum(
+            bool(o.get("video_upload")) for _s, _t, o in specs.values())
         pos = 0
         for name in widget_names:
             if pos >= len(values):
