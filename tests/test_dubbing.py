@@ -100,12 +100,16 @@ def write_talk(path, sentences=SENTENCES, gap: float = 0.5, silent: bool = False
     return frames, spans
 
 
-def script_whisper(monkeypatch, spans, texts=SENTENCES) -> list:
+def script_whisper(monkeypatch, spans, texts=SENTENCES, decode_too: bool = False) -> list:
     """Transcribe's decoder answers with the spoken spans (times relative to the window, which
-    starts where the skipped silence ends); returns the list of decoded windows."""
+    starts where the skipped silence ends); returns the list of decoded windows. ``decode_too``
+    runs the real decoder first and drops its answer (the benchmark: the model's cost)."""
     decoded = []
+    real = transcribe._decode
 
-    def scripted(whisper, _features, mask, *_args):
+    def scripted(whisper, _features, mask, *args):
+        if decode_too:
+            real(whisper, _features, mask, *args)
         tok = whisper.processor.tokenizer
         begin = whisper.generation_config.no_timestamps_token_id + 1
         hop = whisper.processor.feature_extractor.hop_length / transcribe.SAMPLE_RATE
