@@ -418,6 +418,9 @@ def test_dubbing_renders_from_core_load_video(comfy, tmp_path):
     entry = comfy.wait(comfy.queue(workflow), timeout=900)
     video = entry["outputs"]["10"]["spinbot_video"][0]
     p = probe(os.path.join(comfy.base_dir, "output", video["subfolder"], video["filename"]))
-    assert p.fps == 25 and abs(p.video_frames - frames) <= 1, (p.video_frames, frames)
+    # core Get Video Components keeps the AAC encoder's padding (5.589 s of audio for 5.56 s of
+    # video here), so the dub is that long and Wav2Lip makes ceil(5.589 x 25) = one frame more;
+    # SpinBot Load Video cuts the audio to the video (the shipped workflow: frames equal)
+    assert p.fps == 25 and 0 <= p.video_frames - frames <= 1, (p.video_frames, frames)
     assert abs(p.audio_seconds - p.video_seconds) <= 1 / p.fps
     assert len(p.subtitles) >= 3 and all(text.strip() for _a, _b, text in p.subtitles)
