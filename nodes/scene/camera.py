@@ -302,7 +302,13 @@ def camera_motion(images: torch.Tensor, fps: float, width: int, height: int, mot
     lines = [f"Camera Motion: {total} frames {width}x{height} @ {fps:g} fps "
              f"({total / fps:.3f} s from {source}), {easing}, zoom {zoom:g}"]
     for k, (first, stop, path, pick) in enumerate(plan):
-        span = f"frames {first}-{stop - 1}" if stop > first else "no frames (starts at the end)"
+        if stop > first:
+            span = f"frames {first}-{stop - 1}"
+        elif first >= total:
+            span = "no frames (starts at or after the video's end)"
+        else:  # boundaries never run backwards: a later segment starting earlier ends this one
+            span = (f"no frames (segment {k + 1} starts at {starts[k + 1]:g} s, not after this "
+                    f"one's {starts[k]:g} s: out of order or on the same frame)")
         lines.append(f"  segment {k}: {span} ({stop - first}), image {pick}, {path}")
     if rendered:
         took = time.perf_counter() - started

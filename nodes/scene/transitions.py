@@ -75,6 +75,9 @@ def plan_windows(cuts: list[int], total: int, half: float) -> tuple[list[Window]
         changed = i[np.abs(x) < h - 1e-9]
         if len(changed):
             windows.append(Window(b, h, int(changed[0]), int(changed[-1]) + 1))
+        else:  # no frame centre lies inside a window of 1 frame or less
+            notes.append(f"boundary at frame {b}: a {2 * h:g}-frame window changes no frame, "
+                         "so it stays a cut (give it more than 1 frame)")
     return windows, notes
 
 
@@ -135,6 +138,15 @@ def apply_transitions(video: SpinBotVideo, transition: str, duration_seconds: fl
     if transition == "cut" or duration == 0:
         return video, f"{head}: cuts at frames {cuts[1:-1]}, video unchanged"
     windows, notes = plan_windows(cuts, total, duration * fps / 2)
+    for k, start in enumerate(starts[1:], start=1):
+        # `boundaries` clamps these silently; say which segments lost their boundary and why.
+        wanted = round(start * fps)
+        if wanted >= total:
+            notes.append(f"segment {k} starts at {start:g} s, at or after the video's end "
+                         f"({total / fps:.2f} s): no transition there")
+        elif wanted < cuts[k - 1]:
+            notes.append(f"segment {k} starts at {start:g} s, before segment {k - 1}'s start "
+                         "(out of order): no transition there")
     video.check()
     offsets = np.cumsum([0] + [c.count for c in video.chunks])
     base = content_key("scene_transition", 1, video.key, fps, video.width, video.height,
@@ -179,7 +191,7 @@ def apply_transitions(video: SpinBotVideo, transition: str, duration_seconds: fl
                        audio=video.audio, segments=video.segments,
                        key=content_key(base, "out"), extra={"stage": "transition"})
     del patches
-    lines = [head, f"  boundaries at frames {[w.boundary for w in windows]}, "
+    lines = [head, f"  boundaries at frames {sorted({b for b in cuts if 0 < b < total})}, "
              f"{duration * fps:g} frames per window"]
     lines += [f"  {n}" for n in notes]
     replaced = sum(1 for c in chunks if c not in video.chunks)

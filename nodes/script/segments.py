@@ -366,4 +366,8 @@ def coerce_segments(value: Iterable) -> tuple[Segment, ...]:
                 raise SegmentError(f"not a segment: {item!r} ({exc})") from None
         else:
             raise SegmentError(f"not a segment: {type(item).__name__}")
+        # NaN/inf times would reach frame arithmetic downstream as int(nan) tracebacks.
+        if not (math.isfinite(out[-1].start) and math.isfinite(out[-1].end)):
+            raise SegmentError(f"segment {out[-1].index} has a time that is not a finite "
+                               f"number: start {out[-1].start}, end {out[-1].end}")
     return tuple(out)

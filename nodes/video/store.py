@@ -300,7 +300,9 @@ class VideoWriter:
         pos = 0
         while pos < len(frames):
             take = min(self._chunk_frames - self._pending_count, len(frames) - pos)
-            self._pending.append(np.array(frames[pos:pos + take], copy=True))
+            # order='C': np.save marks an F-ordered copy (e.g. [n,1,1,3] from a transpose) as
+            # Fortran order, which the store's header check rejects as damage.
+            self._pending.append(np.array(frames[pos:pos + take], copy=True, order="C"))
             self._pending_count += take
             pos += take
             if self._pending_count == self._chunk_frames:

@@ -1,0 +1,115 @@
+"""Faults a fresh user found in the new stages (part d): a 1x1 still breaks the video store,
+segments out of order or past the end lose their scene or transition without a word (or with a
+misleading one), transitions of 1 frame or less silently do nothing, and segments with NaN times
+crash with a bare ``int(nan)`` traceback. Each quoted input is a test here."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from spinbot.nodes.script.segments import Segment, SegmentError, coerce_segments
+from spinbot.nodes.scene.nodes_scene import SpinBotCameraMotion, SpinBotTransitions
+from spinbot.nodes.overlay.nodes_overlay import SpinBotTextOverlay
+from spinbot.nodes.video.nodes_video import SpinBotImagesToVideo
+from spinbot.nodes.video.store import VideoWriter
+
+CAMERA = dict(fps=25.0, width=0, height=0, motion="auto", zoom=0.15, easing="ease in-out",
+              duration_seconds=1.0)
+OVERLAY = dict(font="default", font_size=0.2, wrap_width=0.8, position="center",
+               color="#ffffff", outline=0.06, shadow=0.05, fade_in_seconds=0.1,
+               fade_out_seconds=0.1, start_seconds=0.0, end_seconds=0.0, timing="per segment")
+
+
+def segs(*times):
+    return [Segment(k, f"s{k}", a, b) for k, (a, b) in enumerate(times)]
+
+
+def video(n=10, h=8, w=8, fps=25.0):
+    images = torch.rand(n, h, w, 3, generator=torch.Generator().manual_seed(n))
+    return SpinBotImagesToVideo().convert(images, fps)[0]
+
+
+# --- 1. a 1x1 still: the store rejected its own chunk as "damaged (Fortran order)" ----------
+
+def test_camera_motion_over_a_1x1_image():
+    image = torch.rand(1, 1, 1, 3)
+    out, report = SpinBotCameraMotion().animate(image, **CAMERA)
+    assert out.frame_count == 25 and (out.width, out.height) == (1, 1)
+    frames = out.read(0, 25)
+    assert frames.shape == (25, 1, 1, 3)
+    # A 1x1 still covers every zoom window: every frame is that pixel.
+    want = np.floor(image[0, 0, 0].numpy() * 255 + 0.5)
+    assert np.abs(frames.astype(int) - want).max() <= 1
+
+
+def test_writer_stores_fortran_ordered_frames():
+    frames = np.asfortranarray(np.arange(5 * 1 * 1 * 3, dtype=np.uint8).reshape(5, 1, 1, 3))
+    assert frames.flags.f_contiguous and not frames.flags.c_contiguous
+    with VideoWriter("fortran-order-test", 25.0) as writer:
+        writer.write(frames)
+        stored = writer.finish()
+    np.testing.assert_array_equal(stored.read(0, 5), frames)
+
+
+# --- 2. segments out of order / after the end ----------------------------------------------
+
+def test_camera_motion_says_an_out_of_order_segment_is_out_of_order():
+    _out, report = SpinBotCameraMotion().animate(torch.rand(3, 16, 24, 3), segments=segs(
+        (0, 1), (2, 3), (1, 2)), **CAMERA)
+    # Segment 2 (1 s) starts before segment 1 (2 s): segment 1 is the one left without frames.
+    line = next(l for l in report.splitlines() if "segment 1:" in l)
+    assert "no frames (segment 2 starts at 1 s, not after this one's 2 s: out of order" in line
+
+
+def test_camera_motion_says_a_segment_after_the_audio_starts_after_the_end():
+    audio = {"waveform": torch.zeros(1, 1, 16000), "sample_rate": 16000}
+    _out, report = SpinBotCameraMotion().animate(torch.rand(2, 16, 24, 3), segments=segs(
+        (0, 1), (5, 6)), audio=audio, **CAMERA)
+    line = next(l for l in report.splitlines() if "segment 1:" in l)
+    assert "no frames" in line and "video's end" in line
+
+
+@pytest.mark.parametrize("times, says", [
+    (((0, 0.2), (0.3, 0.4), (0.1, 0.2)), "segment 2 starts at 0.1 s, before segment 1"),
+    (((0, 0.2), (5, 6)), "segment 1 starts at 5 s, at or after the video's end"),
+])
+def test_transitions_name_segments_that_get_no_transition(times, says):
+    _out, report = SpinBotTransitions().transition(video(), "crossfade", 0.5,
+                                                   segments=segs(*times))
+    assert says in report
+
+
+@pytest.mark.parametrize("transition", ["crossfade", "fade through black"])
+def test_a_window_too_short_to_change_a_frame_is_reported_not_hidden(transition):
+    v = video()
+    out, report = SpinBotTransitions().transition(v, transition, 0.04,
+                                                  segments=segs((0, 0.2), (0.2, 0.4)))
+    np.testing.assert_array_equal(out.read(0, 10), v.read(0, 10))
+    assert "boundaries at frames [5]" in report
+    assert "boundary at frame 5: a 1-frame window changes no frame" in report
+
+
+def test_windows_shrunk_to_nothing_still_list_their_boundaries():
+    _out, report = SpinBotTransitions().transition(
+        video(), "crossfade", 10.0, segments=segs((0, 0.04), (0.04, 0.08), (0.08, 0.4)))
+    assert "boundaries at frames [1, 2]" in report
+    assert "boundary at frame 1: a 1-frame window changes no frame" in report
+
+
+# --- 3. segments with NaN / inf times --------------------------------------------------------
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_non_finite_segment_times_are_a_clear_error(bad):
+    with pytest.raises(SegmentError, match="segment 0 has a time that is not a finite number"):
+        coerce_segments(segs((0.0, bad), (0.0, 0.1)))
+    with pytest.raises(SegmentError, match="not a finite number"):
+        coerce_segments([{"index": 0, "text": "a", "start": bad, "end": 1.0}])
+
+
+def test_text_overlay_per_segment_with_a_nan_end_is_a_clear_error():
+    with pytest.raises(SegmentError, match="not a finite number"):
+        SpinBotTextOverlay().overlay(video(), "a\n\nb", segments=segs((0.0, math.nan),
+                                                                      (0.0, 0.1)), **OVERLAY)
