@@ -231,3 +231,23 @@ def test_bad_inputs_give_clear_errors(tts_models):
     # no transcript of the reference and no Whisper installed: says what to connect
     with pytest.raises(VoiceError, match="no Whisper model is installed"):
         node.speak(TRANSLATED, audio, **ARGS)
+
+
+def test_zero_length_segment_at_the_audios_end_is_skipped_with_a_report_line(tts_models):
+    """Transcribe of a random tiny Whisper gave a segment with start == end == the audio's
+    duration; Dub Voice stopped with "segment 2 ... has no slot". Nothing can be spoken in it:
+    it is skipped and reported, the others are spoken; a reversed one is still an error."""
+    node = nodes_dubbing.SpinBotDubVoice()
+    audio = original_audio(8.0)
+    segs = [TRANSLATED[0], Segment(1, "Ende.", 8.0, 8.0, False)]
+    speech, timed, report = node.speak(segs, audio, original_segments=ORIGINAL, **ARGS)
+    assert speech["waveform"].shape[-1] == audio["waveform"].shape[-1]
+    assert [s.text for s in timed] == [TRANSLATED[0].text]
+    assert "segment 2 ('Ende.') skipped: zero length at 8.000 s" in report
+    assert np.abs(speech["waveform"][0, 0, int(3.0 * RATE):].numpy()).max() == 0
+    with pytest.raises(MediaError, match="none of the 1 segments has a length"):
+        node.speak(segs[1:], audio, original_segments=ORIGINAL, **ARGS)
+    with pytest.raises(MediaError, match=r"segment 2 \('Ende.'\) has no slot: start 3.0 s, "
+                                         r"end 2.0 s"):
+        node.speak([TRANSLATED[0], Segment(1, "Ende.", 3.0, 2.0)], audio,
+                   original_segments=ORIGINAL, **ARGS)

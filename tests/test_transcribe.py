@@ -282,3 +282,27 @@ def test_folder_saved_by_transformers5_without_timestamp_tokens(models):
         "whisper-small", "auto", True, audio=audio)
     assert [(s.start, s.end) for s in segments] == [(0.0, 2.0)] and text == segments[0].text
     assert language in ("en", "de") and words == "[]" and "unavailable" in report
+
+
+def test_zero_length_segment_at_the_audios_end_is_joined_or_dropped(models, monkeypatch):
+    """Seen with the random tiny Whisper: a segment with start == end == the audio's duration
+    (3 s here). After another segment its words join that one; alone it gets the shortest slot
+    ending there, reported (it used to come out as a 3.0-3.0 s segment that Dub Voice could not
+    place)."""
+    whisper = transcribe.load_whisper(MODEL)
+    tok = whisper.processor.tokenizer
+    begin = whisper.generation_config.no_timestamps_token_id + 1
+    ts = lambda sec: begin + int(round(sec / transcribe.TIME_PRECISION))  # noqa: E731
+    a, b = (tok.encode(w, add_special_tokens=False) for w in (" the", " in"))
+    script: list = []
+    monkeypatch.setattr(transcribe, "_decode", lambda *_args: (script.pop(0), []))
+    wave = speechlike(3.0, 16000, [(0.0, 3.0)])[0]
+    script.append([ts(0.0), *a, ts(1.0), ts(3.0), *b, ts(3.0)])
+    result = transcribe.transcribe(wave, whisper, "en", False)
+    assert [(s.index, s.start, s.end, s.text) for s in result.segments] == [(0, 0.0, 3.0, "the in")]
+    script.append([ts(3.0), *b, ts(3.0)])
+    wave = speechlike(3.0, 16000, [(0.0, 3.0)], seed=1)[0]  # another window: not from the cache
+    result = transcribe.transcribe(wave, whisper, "en", False)
+    assert [(s.index, s.start, s.end, s.text) for s in result.segments] == [(0, 2.9, 3.0, "in")]
+    assert ("a segment of 0.000 s at the audio's end (3.000 s) moved to 2.900-3.000 s: 'in'"
+            in result.notes)

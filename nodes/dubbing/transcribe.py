@@ -445,6 +445,19 @@ def transcribe(wave: np.ndarray, whisper: Whisper, language: str = "auto",
                                            max(prev.end, end), False)
                     prev_end = segments[-1].end
                     continue
+                if end - start < MIN_SEGMENT_SECONDS:
+                    # at the audio's end with no segment before it to join (a random or
+                    # confused model puts its words at the last timestamp): the shortest slot
+                    # that ends there, so the words stay and have time to be shown or spoken
+                    moved = max(prev_end, offset, end - MIN_SEGMENT_SECONDS)
+                    if end - moved <= 0:
+                        notes.append(f"dropped a zero-length segment at {start:.3f} s (no "
+                                     f"audio left around it): {text[:40]!r}")
+                        continue
+                    notes.append(f"a segment of {end - start:.3f} s at the audio's end "
+                                 f"({start:.3f} s) moved to {moved:.3f}-{end:.3f} s: "
+                                 f"{text[:40]!r}")
+                    start = moved
                 segments.append(Segment(len(segments), text, round(start, 3), round(end, 3),
                                         False))
                 prev_end = segments[-1].end
@@ -457,14 +470,31 @@ def transcribe(wave: np.ndarray, whisper: Whisper, language: str = "auto",
             bar.update(1)
     if not segments:
         raise TranscribeError(f"no speech found in the {what} ({duration:.1f} s): Whisper "
-                              f"'{whisper.name}' returned no words")
-    # round() may push a start a hair under the previous end; and nothing may pass the end
-    fixed, prev = [], 0.0
+                              f"'{whisper.name}' returned no words"
+                              + "".join(f"; {n}" for n in notes if n.startswith("dropped")))
+    # round() may push a start a hair under the previous end; and nothing may pass the end. A
+    # segment left with no length (it started at the audio's end) is the tail of the one before
+    # it: its words join that one; with none before, it is dropped and reported.
+    fixed: list[Segment] = []
+    prev = 0.0
     for s in segments:
         start = min(max(s.start, prev), duration)
         end = min(max(s.end, start), duration)
-        fixed.append(Segment(s.index, s.text, start, end, False))
+        if end <= start:
+            if fixed:
+                last_seg = fixed[-1]
+                fixed[-1] = Segment(last_seg.index, f"{last_seg.text} {s.text}", last_seg.start,
+                                    last_seg.end, False)
+                notes.append(f"a zero-length segment at {start:.3f} s joined the one before it: "
+                             f"{s.text[:40]!r}")
+            else:
+                notes.append(f"dropped a zero-length segment at {start:.3f} s: {s.text[:40]!r}")
+            continue
+        fixed.append(Segment(len(fixed), s.text, start, end, False))
         prev = end
+    if not fixed:
+        raise TranscribeError(f"no speech found in the {what} ({duration:.1f} s): Whisper "
+                              f"'{whisper.name}' returned only zero-length segments at its end")
     if reused:
         notes.append(f"{reused} of {windows} window(s) reused from the cache")
     return Transcript(tuple(fixed), code, words, word_level, windows, notes)

@@ -395,10 +395,12 @@ def dub_voice(models: tuple, model_stamp: str, reference: Reference,
     ``audio_samples`` samples at ``rate`` (the original's): ``[1, audio_samples]``.
 
     ``models`` is (F5 model, Vocos) on their compute device; ``model_stamp`` identifies their
-    files for the cache key. Raises MediaError for a segment with no slot (end <= start) or one
-    starting past the audio's end, VoiceError for text (a segment's or the reference's) F5
-    cannot say; `runtime.Interrupted` on
-    Cancel (finished segments stay cached)."""
+    files for the cache key. A zero-length segment (start == end, e.g. Whisper's last words at
+    the audio's very end) has nothing to fill: it is skipped with a line in the result's notes.
+    Raises MediaError for a segment whose times are not finite or run backwards (end < start),
+    for one of positive length starting outside the audio, and when no segment is left;
+    VoiceError for text (a segment's or the reference's) F5 cannot say;
+    `runtime.Interrupted` on Cancel (finished segments stay cached)."""
     f5, vocoder = models
     profile = reference.profile
     for bound, name in ((settings.max_speed_change, "max_speed_change"),
@@ -411,10 +413,16 @@ def dub_voice(models: tuple, model_stamp: str, reference: Reference,
     if problem or not is_speakable(profile.text):
         raise VoiceError(f"F5-TTS cannot say the reference text ({profile.text[:40]!r}): "
                          f"{problem or 'it has no words'}")
+    notes: list[str] = []
+    kept: list[Segment] = []
     for k, seg in enumerate(segs, 1):  # numbered from 1 in time order, as in the report
-        if not (math.isfinite(seg.start) and math.isfinite(seg.end) and seg.end > seg.start):
+        if not (math.isfinite(seg.start) and math.isfinite(seg.end) and seg.end >= seg.start):
             raise MediaError(f"segment {k} ({seg.text[:40]!r}) has no slot: start "
                              f"{seg.start} s, end {seg.end} s")
+        if seg.end == seg.start:
+            notes.append(f"segment {k} ({seg.text[:40]!r}) skipped: zero length at "
+                         f"{seg.start:.3f} s, no time to speak it in")
+            continue
         if seg.start < 0 or seg.start >= total_seconds:
             raise MediaError(f"segment {k} ({seg.text[:40]!r}) starts at {seg.start:.3f} "
                              f"s, outside the original audio (0-{total_seconds:.3f} s)")
@@ -422,6 +430,11 @@ def dub_voice(models: tuple, model_stamp: str, reference: Reference,
         if problem or not is_speakable(seg.text):
             raise VoiceError(f"F5-TTS cannot say segment {k} ({seg.text[:40]!r}): "
                              f"{problem or 'it has no words'}")
+        kept.append(seg)
+    if not kept:
+        raise MediaError(f"segments: none of the {len(segs)} segments has a length to speak in "
+                         "(all have start == end)")
+    segs = kept
     out = np.zeros(audio_samples, np.float32)
     fits: list[SegmentFit] = []
     timed: list[Segment] = []
@@ -479,4 +492,4 @@ def dub_voice(models: tuple, model_stamp: str, reference: Reference,
     finally:
         bar.close()
     return DubVoiceResult(torch.from_numpy(out)[None], rate, tuple(timed), fits, reference,
-                          settings)
+                          settings, notes)
