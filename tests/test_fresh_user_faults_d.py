@@ -113,3 +113,25 @@ def test_text_overlay_per_segment_with_a_nan_end_is_a_clear_error():
     with pytest.raises(SegmentError, match="not a finite number"):
         SpinBotTextOverlay().overlay(video(), "a\n\nb", segments=segs((0.0, math.nan),
                                                                       (0.0, 0.1)), **OVERLAY)
+
+
+# --- 4. Translate with the target language equal to the source --------------------------------
+
+@pytest.fixture(scope="module")
+def nllb(tmp_path_factory):
+    from tests import factory
+    root = tmp_path_factory.mktemp("nllb-models")
+    factory.build(root, only=["translation"])
+    return root
+
+
+def test_same_language_still_applies_forced_glossary_translations(nllb, monkeypatch):
+    from spinbot.nodes.dubbing.nodes_dubbing import SpinBotTranslate
+    monkeypatch.setenv("SPINBOT_MODELS_DIR", str(nllb))
+    segments = [Segment(0, "Colour me surprised.", 0.0, 1.0),
+                Segment(1, "Nothing to change here.", 1.0, 2.0)]
+    out, text, report = SpinBotTranslate().run(segments, "nllb-200-distilled-600M", "English",
+                                               "English", "colour = color\nSpinBot", 200)
+    assert [s.text for s in out] == ["color me surprised.", "Nothing to change here."]
+    assert [(s.start, s.end) for s in out] == [(0.0, 1.0), (1.0, 2.0)]
+    assert "text copied unchanged except glossary terms (1 segment(s))" in report

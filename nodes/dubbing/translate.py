@@ -273,8 +273,15 @@ def translate_segments(segments: tuple[Segment, ...] | list[Segment], translator
     dropped: list[tuple[int, str]] = []
     pieces_total = split_count = reused = 0
     if src == tgt:
-        notes.append(f"source and target are both {nllb_name(src)}: text copied unchanged")
-        return Translation(tuple(segments), src, tgt, 0, 0, [], notes)
+        # 'Term = Translation' entries still apply: the glossary promises them in the output.
+        copied = []
+        for seg in segments:
+            protected, found = protect(seg.text, glossary)
+            copied.append(replace(seg, text=restore(protected, found)[0]) if found else seg)
+        changed = sum(a is not b for a, b in zip(copied, segments))
+        notes.append(f"source and target are both {nllb_name(src)}: text copied unchanged"
+                     + (f" except glossary terms ({changed} segment(s))" if changed else ""))
+        return Translation(tuple(copied), src, tgt, 0, 0, [], notes)
     tok.src_lang = src
     forced = tok.convert_tokens_to_ids(tgt)
     count = translator.token_count
