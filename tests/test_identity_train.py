@@ -358,3 +358,28 @@ def test_is_changed_follows_the_photo_folder_and_the_lora_file(spinbot_dirs):
     open(os.path.join(loras, "mine.safetensors"), "wb").close()
     assert stamp() != second
     assert NI.SpinBotTrainIdentityLoRA.IS_CHANGED(photo_folder="../..", face_pack="x", name="../x")
+
+
+def test_node_several_faces_largest_trains_on_group_photos_and_dominant_names_them(models_root):
+    """The factory's random SCRFD finds many faces of similar size in every photo (a stand-in
+    for group photos): with the default 'dominant' each photo is dropped and the error names
+    them; with 'largest' the node trains on the largest face of each."""
+    from spinbot.nodes.identity.dataset import IdentityDataError
+    from spinbot.nodes.lipsync.faces import load_detector
+    from tests.media import astronaut
+
+    factory.build(models_root, only=["insightface"])
+    face = astronaut().astype(np.float32) / 255.0
+    photos = torch.from_numpy(np.stack([np.clip(face + 0.02 * i, 0, 1) for i in range(3)]))
+    found = load_detector("buffalo_l", device="cpu").detect(astronaut())
+    assert len(found) >= 2  # the premise: several faces in one photo
+    assert "several_faces" in NI.SpinBotTrainIdentityLoRA.INPUT_TYPES()["optional"]
+    node = NI.SpinBotTrainIdentityLoRA()
+    kwargs = dict(image_model=_model(), trigger_word="ohwx", name="group-made", preset="quick",
+                  photo_folder="", face_pack="buffalo_l", rank=4, steps=1, resolution=256,
+                  checkpoint_every=1, samples=0, sample_steps=1, photos=photos)
+    with pytest.raises(IdentityDataError, match=r"got 0 of 3; dropped: photos\[0\]: \d+ "
+                                                  r"faces of similar size .*photos\[2\]: \d+"):
+        node.train(**kwargs)
+    report = node.train(**kwargs, several_faces="largest")["result"][3]
+    assert "3 photo(s) used" in report and "faces; used the largest" in report

@@ -7,6 +7,7 @@ import torch
 from .. import runtime
 from ..lipsync.faces import DEFAULT_PACK, find_pack, list_detector_packs
 from ..media import MediaError
+from .dataset import SEVERAL_FACES
 from .faces import face_similarity, load_recognizer
 
 CATEGORY = "SpinBot/identity"
@@ -211,6 +212,11 @@ class SpinBotTrainIdentityLoRA:
             "optional": {
                 "photos": ("IMAGE", {"tooltip": "Photos of the person as an IMAGE batch (e.g. "
                            "from Load Image); added to the folder's photos."}),
+                "several_faces": (list(SEVERAL_FACES), {"default": SEVERAL_FACES[0], "tooltip":
+                                  "Photos with more than one face (group photos): 'dominant' uses "
+                                  "the largest face only when it is clearly bigger than the "
+                                  "others and drops the photo with a note otherwise; 'largest' "
+                                  "always uses the largest face (make sure it is the person)."}),
             },
         }
 
@@ -236,7 +242,8 @@ class SpinBotTrainIdentityLoRA:
 
     def train(self, image_model, trigger_word, name, preset, photo_folder, face_pack, rank=0,
               alpha=0.0, learning_rate=0.0, steps=0, resolution=0, checkpoint_every=0,
-              train_text_encoder=False, seed=0, samples=2, sample_steps=20, photos=None):
+              train_text_encoder=False, seed=0, samples=2, sample_steps=20, photos=None,
+              several_faces="dominant"):
         import os
 
         from .dataset import load_folder_captions, prepare_photos
@@ -264,7 +271,7 @@ class SpinBotTrainIdentityLoRA:
             detector = load_detector(face_pack, device=device)
             notes.append(f"no face recogniser in '{face_pack}' ({exc}): the last checkpoint is kept")
         photo_set = prepare_photos(raw, trigger_word, settings.resolution, detector, recognizer,
-                                   captions=captions)
+                                   captions=captions, several_faces=several_faces)
         similarity = None
         if recognizer is not None:
             faces = [i.image for i in photo_set.items if i.kind == "face"]
