@@ -135,3 +135,40 @@ def test_same_language_still_applies_forced_glossary_translations(nllb, monkeypa
     assert [s.text for s in out] == ["color me surprised.", "Nothing to change here."]
     assert [(s.start, s.end) for s in out] == [(0.0, 1.0), (1.0, 2.0)]
     assert "text copied unchanged except glossary terms (1 segment(s))" in report
+
+
+# --- 5. messages that named the wrong thing --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def restore_models(tmp_path_factory):
+    from tests import factory
+    root = tmp_path_factory.mktemp("restore-models")
+    factory.build(root, only=["facerestore_models", "insightface"])
+    return root
+
+
+def test_face_restore_nan_frames_do_not_blame_the_upscaler(restore_models, monkeypatch):
+    from spinbot.nodes.media import MediaError
+    from spinbot.nodes.restore.nodes_restore import SpinBotFaceRestore, SpinBotFaceRestoreModel
+    monkeypatch.setenv("SPINBOT_MODELS_DIR", str(restore_models))
+    model = SpinBotFaceRestoreModel().load("RestoreFormer.pth")[0]
+    images = torch.rand(3, 16, 16, 3)
+    images[1, 2, 3, 0] = math.nan
+    with pytest.raises(MediaError) as caught:
+        SpinBotFaceRestore().restore(model, "buffalo_l", 0.8, True, 0.5, "auto", 4,
+                                     images=images)
+    message = str(caught.value)
+    assert "frame(s) 1 contain NaN" in message and "face restoration was not run" in message
+    assert "upscaler" not in message
+
+
+def test_a_lora_name_over_120_characters_is_told_the_limit():
+    from spinbot.nodes.identity.kohya import LoRAFileError, safe_file_name
+    assert safe_file_name("a" * 120) == "a" * 120 + ".safetensors"
+    with pytest.raises(LoRAFileError, match="at most 120 letters"):
+        safe_file_name("a" * 121)
+    # Unicode letters are fine; folders are not.
+    assert safe_file_name("Ünïcødé 名前") == "Ünïcødé 名前.safetensors"
+    for bad in ("my/../../x", "a\\b", "/abs/path", ".."):
+        with pytest.raises(LoRAFileError, match="no folders"):
+            safe_file_name(bad)

@@ -153,6 +153,6 @@ def safe_file_name(name: str) -> str:
         stem = stem[: -len(".safetensors")]
     if not stem or len(stem) > 120 or not _NAME.match(stem) or ".." in stem:
         raise LoRAFileError(
-            f"LoRA name '{name}' is not a plain file name: use letters, digits, spaces and "
-            "_ . , ( ) + - (no folders, no '..'); the file goes into models/loras/.")
+            f"LoRA name '{name}' is not a plain file name: use at most 120 letters, digits, "
+            "spaces and _ . , ( ) + - (no folders, no '..'); the file goes into models/loras/.")
     return stem + ".safetensors"

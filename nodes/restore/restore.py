@@ -249,7 +249,7 @@ def restore_images(restorer: FaceRestorer, detector, images: torch.Tensor,
     images = check_image(images, "images")
     from ..upscale.engine import check_finite_frames
 
-    check_finite_frames(images, "images")
+    check_finite_frames(images, "images", stage="face restoration")
     source = images.detach().to("cpu", torch.float32).numpy()
     step = max(1, settings.faces_per_batch)
     out = torch.empty(images.shape, dtype=torch.float32)

@@ -89,9 +89,10 @@ def _resample(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def check_finite_frames(batch: torch.Tensor | np.ndarray, what: str = "images",
-                        first_index: int = 0) -> None:
+                        first_index: int = 0, stage: str = "the upscaler") -> None:
     """Raise `MediaError` naming the frames of ``[B,H,W,C]`` that hold NaN or inf, counted from
-    ``first_index`` (the message style of `media.images_to_uint8`). Integer frames pass."""
+    ``first_index`` (the message style of `media.images_to_uint8`), and the ``stage`` that was
+    not run on them. Integer frames pass."""
     if isinstance(batch, np.ndarray):
         if batch.dtype.kind != "f":  # uint8 chunks of a SPINBOT_VIDEO cannot hold NaN
             return
@@ -106,7 +107,7 @@ def check_finite_frames(batch: torch.Tensor | np.ndarray, what: str = "images",
         shown = ", ".join(str(first_index + i) for i in bad[:10])
         more = f" (and {len(bad) - 10} more)" if len(bad) > 10 else ""
         raise MediaError(f"{what}: frame(s) {shown}{more} contain NaN or infinite values; these "
-                         "input frames are broken (fix the node that made them), the upscaler "
+                         f"input frames are broken (fix the node that made them), {stage} "
                          "was not run on them")
 
 
