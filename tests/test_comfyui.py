@@ -401,8 +401,8 @@ def test_shipped_workflow_renders_through_the_client(comfy, tmp_path, name):
 
 def test_dubbing_renders_from_core_load_video(comfy, tmp_path):
     """The dubbing workflow with core Load Video as its source (its VIDEO into Transcribe and
-    Wav2Lip, the audio from core Get Video Components) over POST /prompt on the tiny models:
-    an MP4 with the source's frames and fps, audio as long as the video, translated subtitles."""
+    Wav2Lip, the audio from SpinBot Video Info) over POST /prompt on the tiny models: an MP4
+    with exactly the source's frames and fps, audio as long as the video, translated subtitles."""
     import shutil
 
     from spinbot.nodes.client import apply_overrides, load_workflow
@@ -412,15 +412,14 @@ def test_dubbing_renders_from_core_load_video(comfy, tmp_path):
     shutil.copy(tmp_path / "core_talk.mp4", os.path.join(comfy.base_dir, "input", "core_talk.mp4"))
     workflow = apply_overrides(load_workflow("dubbing"), SETS)
     workflow["1"] = {"class_type": "LoadVideo", "inputs": {"file": "core_talk.mp4"}}
-    workflow["12"] = {"class_type": "GetVideoComponents", "inputs": {"video": ["1", 0]}}
-    workflow["4"]["inputs"]["audio"] = workflow["5"]["inputs"]["original"] = ["12", 1]
+    workflow["12"] = {"class_type": "SpinBotVideoInfo", "inputs": {"video": ["1", 0]}}
+    workflow["4"]["inputs"]["audio"] = workflow["5"]["inputs"]["original"] = ["12", 0]
     workflow["10"]["inputs"]["filename_prefix"] = "SpinBot/dubbing_core"
     entry = comfy.wait(comfy.queue(workflow), timeout=900)
     video = entry["outputs"]["10"]["spinbot_video"][0]
     p = probe(os.path.join(comfy.base_dir, "output", video["subfolder"], video["filename"]))
-    # core Get Video Components keeps the AAC encoder's padding (5.589 s of audio for 5.56 s of
-    # video here), so the dub is that long and Wav2Lip makes ceil(5.589 x 25) = one frame more;
-    # SpinBot Load Video cuts the audio to the video (the shipped workflow: frames equal)
-    assert p.fps == 25 and 0 <= p.video_frames - frames <= 1, (p.video_frames, frames)
+    # Video Info's audio is frame_count / fps long (core Get Video Components kept the AAC
+    # padding, 5.589 s for 5.56 s, and Wav2Lip made one frame more), so the dub has the source's
+    assert p.fps == 25 and p.video_frames == frames == 139, (p.video_frames, frames)
     assert abs(p.audio_seconds - p.video_seconds) <= 1 / p.fps
     assert len(p.subtitles) >= 3 and all(text.strip() for _a, _b, text in p.subtitles)

@@ -395,3 +395,42 @@ def test_cancel_leaves_nothing_half_written(spinbot_dirs):
     assert not os.path.isdir(root) or os.listdir(root) == []
     again = _load("clip.mp4")
     assert not again.reused and again.video.frame_count == 40
+
+
+def test_video_info_gives_audio_of_exactly_the_frames_length_without_decoding_frames(
+        spinbot_dirs):
+    """Core Load Video -> SpinBot Video Info: the audio is frame_count / fps long to the sample
+    (core Get Video Components keeps the AAC priming/padding and holds every frame in RAM);
+    the core VIDEO's frames are streamed, never asked for as components."""
+    from spinbot.nodes.video.nodes_video import SpinBotVideoInfo
+
+    node = SpinBotVideoInfo()
+    assert "video" in node.INPUT_TYPES()["required"]
+    wave = write_video(spinbot_dirs["input"] / "clip.mp4", 23, fps=Fraction(30000, 1001),
+                       audio=(44100, 2))
+    core = runtime.core_video_from_file(str(spinbot_dirs["input"] / "clip.mp4"))
+
+    def no_components():
+        raise AssertionError("the frames were decoded into memory")
+
+    core.get_components = no_components
+    with av.open(str(spinbot_dirs["input"] / "clip.mp4")) as c:  # the file's AAC is longer
+        a = c.streams.audio[0]
+        assert sum(f.samples for f in c.decode(a)) > round(23 * 1001 / 30000 * 44100)
+    audio, fps, count, width, height, duration, report = node.info(core)
+    assert (count, width, height) == (23, W, H) and fps == pytest.approx(30000 / 1001)
+    assert duration == pytest.approx(23 * 1001 / 30000)
+    got = audio["waveform"]
+    assert audio["sample_rate"] == 44100
+    assert got.shape == (1, 2, round(Fraction(23 * 1001 * 44100, 30000)))
+    assert got.shape[-1] == 33844  # 23 frames / (30000/1001) fps * 44100 Hz = 33844.2
+    lag, err = _best_lag_error(got[0, 0].numpy(), wave[0, :got.shape[-1]])
+    assert lag == 0 and err < 0.2, (lag, err)  # AAC of a 0.77 s clip, in sync
+    assert "23 frames" in report and "audio 0.767 s @ 44100 Hz x2" in report
+    # a SpinBot video without audio: silence of the same length
+    write_video(spinbot_dirs["input"] / "mute.mp4", 10, audio=None)
+    mute = _load("mute.mp4").video
+    audio, fps, count, *_rest, report = node.info(mute)
+    assert (fps, count) == (25.0, 10) and "no audio: silence" in report
+    assert float(audio["waveform"].abs().max()) == 0
+    assert audio["waveform"].shape[-1] == round(0.4 * audio["sample_rate"])

@@ -6,9 +6,9 @@ import os
 import torch
 
 from .. import metrics, runtime
-from ..media import MediaError, check_image, make_audio
+from ..media import MediaError, check_audio, check_image, make_audio
 from .combine import combine_to_mp4, workflow_metadata
-from .encode import LENGTH_POLICIES, X264_PRESETS
+from .encode import LENGTH_POLICIES, X264_PRESETS, fps_fraction
 from .load import (VIDEO_INPUT, LoadSettings, as_spinbot_video, list_input_videos, load_video_file,
                    resolve_input_file, silence_like, to_core_video)
 from .store import SpinBotVideo, content_key, write_video
@@ -286,8 +286,61 @@ class SpinBotVideoToCoreVideo:
         return (core, f"{video.describe()}\ncore VIDEO over {path}")
 
 
+class SpinBotVideoInfo:
+    DESCRIPTION = ("The audio, fps, frame count, size and duration of a SPINBOT_VIDEO or a core "
+                   "VIDEO (from core Load Video, say) without loading its frames into memory. A "
+                   "core VIDEO is streamed into the on-disk store once, as every SpinBot video "
+                   "input does. The audio is "
+                   "exactly as long as the frames (frame_count / fps), unlike core Get Video "
+                   "Components, which decodes every frame and keeps the AAC encoder's padding.")
+    CATEGORY = CATEGORY
+    FUNCTION = "info"
+    RETURN_TYPES = ("AUDIO", "FLOAT", "INT", "INT", "INT", "FLOAT", "STRING")
+    RETURN_NAMES = ("audio", "fps", "frame_count", "width", "height", "duration", "report")
+    OUTPUT_TOOLTIPS = (
+        "The video's audio at its own sample rate and channels, cut or padded to exactly "
+        "frame_count / fps seconds (silence when the video has none).",
+        "Frames per second.",
+        "Number of frames.",
+        "Frame width in pixels.",
+        "Frame height in pixels.",
+        "Duration in seconds: frame_count / fps.",
+        "Size, fps, frames, duration and audio of the video.",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "video": (VIDEO_INPUT, {"tooltip": "A SpinBot video or a core VIDEO (core Load "
+                                                   "Video, Create Video, ...)."}),
+            },
+        }
+
+    def info(self, video):
+        video = as_spinbot_video(video)
+        duration = float(video.duration)
+        if video.audio is None:
+            audio, what = silence_like(video), "no audio: silence"
+        else:
+            wave, rate = check_audio(video.audio, "video audio")
+            # the sample count of frame_count / fps at the audio's rate (NTSC rates exact)
+            samples = int(round(video.frame_count * rate / fps_fraction(video.fps)))
+            if wave.shape[-1] >= samples:
+                wave = wave[..., :samples]
+            else:
+                wave = torch.nn.functional.pad(wave, (0, samples - wave.shape[-1]))
+            audio = make_audio(wave, rate)
+            what = f"audio {samples / rate:.3f} s @ {rate} Hz x{wave.shape[0]}"
+        report = (f"{video.width}x{video.height}, {video.fps:g} fps, {video.frame_count} frames, "
+                  f"{duration:.3f} s; {what}")
+        return (audio, float(video.fps), int(video.frame_count), int(video.width),
+                int(video.height), duration, report)
+
+
 NODE_CLASS_MAPPINGS = {
     "SpinBotLoadVideo": SpinBotLoadVideo,
+    "SpinBotVideoInfo": SpinBotVideoInfo,
     "SpinBotVideoToCoreVideo": SpinBotVideoToCoreVideo,
     "SpinBotImagesToVideo": SpinBotImagesToVideo,
     "SpinBotVideoToImages": SpinBotVideoToImages,
@@ -295,6 +348,7 @@ NODE_CLASS_MAPPINGS = {
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "SpinBotLoadVideo": "SpinBot Load Video",
+    "SpinBotVideoInfo": "SpinBot Video Info",
     "SpinBotVideoToCoreVideo": "SpinBot Video to Core Video",
     "SpinBotImagesToVideo": "SpinBot Images to Video",
     "SpinBotVideoToImages": "SpinBot Video to Images",
