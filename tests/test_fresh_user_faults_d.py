@@ -172,3 +172,38 @@ def test_a_lora_name_over_120_characters_is_told_the_limit():
     for bad in ("my/../../x", "a\\b", "/abs/path", ".."):
         with pytest.raises(LoRAFileError, match="no folders"):
             safe_file_name(bad)
+
+
+# --- 6. Dub Voice: Whisper's music marks ('♪') failed the whole dub -------------------------
+
+@pytest.fixture(scope="module")
+def tts_models(tmp_path_factory):
+    from tests import factory
+    root = tmp_path_factory.mktemp("tts-models")
+    factory.build(root, only=["tts"])
+    return root
+
+
+def test_dub_voice_leaves_music_mark_segments_to_the_original(tts_models, monkeypatch):
+    from spinbot.nodes.dubbing.nodes_dubbing import SpinBotDubVoice
+    monkeypatch.setenv("SPINBOT_MODELS_DIR", str(tts_models))
+    rate = 24000
+    n = 8 * rate
+    gen = torch.Generator().manual_seed(0)
+    gate = (torch.sin(torch.arange(n) / rate * 2 * math.pi * 3) > 0).float()
+    original = {"waveform": (0.1 * torch.randn(n, generator=gen) * gate)[None, None],
+                "sample_rate": rate}
+    times = [(0.5, 3.5), (4.0, 6.0), (6.0, 7.5)]
+    source = [Segment(k, t, a, b, estimated=False)
+              for k, (t, (a, b)) in enumerate(zip(["hallo da", "♪", "auf wiedersehen"], times))]
+    dub = [Segment(k, t, a, b, estimated=False)
+           for k, (t, (a, b)) in enumerate(zip(["hello there", "♪", "good bye"], times))]
+    speech, segments, report = SpinBotDubVoice().speak(
+        dub, original, "F5TTS_v1_Base/model_1250000.safetensors", "vocos-mel-24khz", 4, 2.0,
+        -1.0, 0, 1.3, 1.25, original_segments=source)
+    wave = speech["waveform"][0, 0]
+    assert wave.shape[-1] == n  # the speech track is as long as the original
+    assert [s.text for s in segments] == ["hello there", "good bye"]
+    assert "segment 2 ('♪') skipped: no words to speak" in report
+    assert float(wave[4 * rate:6 * rate].abs().max()) == 0.0  # nothing spoken over the music
+    assert float(wave[int(0.5 * rate):int(3.5 * rate)].abs().max()) > 0.0

@@ -427,13 +427,18 @@ def dub_voice(models: tuple, model_stamp: str, reference: Reference,
             raise MediaError(f"segment {k} ({seg.text[:40]!r}) starts at {seg.start:.3f} "
                              f"s, outside the original audio (0-{total_seconds:.3f} s)")
         problem = text_problem(spoken_text(seg.text), f5.vocab)
-        if problem or not is_speakable(seg.text):
-            raise VoiceError(f"F5-TTS cannot say segment {k} ({seg.text[:40]!r}): "
-                             f"{problem or 'it has no words'}")
+        if problem:
+            raise VoiceError(f"F5-TTS cannot say segment {k} ({seg.text[:40]!r}): {problem}")
+        if not is_speakable(seg.text):
+            # Whisper writes music and noise as '♪', '...' or emoji: nothing to say, like a
+            # blank segment; the original audio stays there instead of failing the whole dub.
+            notes.append(f"segment {k} ({seg.text[:40]!r}) skipped: no words to speak "
+                         "(music or sound marks), the original audio stays")
+            continue
         kept.append(seg)
     if not kept:
         raise MediaError(f"segments: none of the {len(segs)} segments has a length to speak in "
-                         "(all have start == end)")
+                         "(start == end) and words to say (not only music/sound marks)")
     segs = kept
     out = np.zeros(audio_samples, np.float32)
     fits: list[SegmentFit] = []
