@@ -19,7 +19,9 @@ class Probe:
     audio_rate: int | None = None
     audio_channels: int | None = None
     audio: np.ndarray | None = None
-    subtitles: list[tuple[float, float, str]] = field(default_factory=list)
+    subtitles: list[tuple[float, float, str]] = field(default_factory=list)  # the first track
+    # every subtitle track in stream order: (language tag, [(start, end, text), ...])
+    subtitle_tracks: list[tuple[str, list[tuple[float, float, str]]]] = field(default_factory=list)
     metadata: dict = field(default_factory=dict)
     codecs: list[str] = field(default_factory=list)
     first_frame: np.ndarray | None = None
@@ -51,8 +53,11 @@ def probe(path: str) -> Probe:
             p.audio_channels = p.audio.shape[0]
             p.audio_seconds = float(a.duration * a.time_base)
     with av.open(path) as c:
-        if c.streams.subtitles:
-            s = c.streams.subtitles[0]
+        tracks = len(c.streams.subtitles)
+    for k in range(tracks):  # a container per track: demux reads a file once
+        with av.open(path) as c:
+            s = c.streams.subtitles[k]
+            cues = []
             for packet in c.demux(s):
                 raw = bytes(packet)
                 if packet.pts is None or len(raw) < 2:
@@ -60,9 +65,12 @@ def probe(path: str) -> Probe:
                 size = int.from_bytes(raw[:2], "big")
                 if size == 0:  # an empty sample the muxer puts in gaps
                     continue
-                p.subtitles.append((float(packet.pts * s.time_base),
-                                    float((packet.pts + packet.duration) * s.time_base),
-                                    raw[2:2 + size].decode("utf-8")))
+                cues.append((float(packet.pts * s.time_base),
+                             float((packet.pts + packet.duration) * s.time_base),
+                             raw[2:2 + size].decode("utf-8")))
+            p.subtitle_tracks.append((s.metadata.get("language", "und"), cues))
+    if p.subtitle_tracks:
+        p.subtitles = p.subtitle_tracks[0][1]
     return p
 
 

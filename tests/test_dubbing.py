@@ -39,7 +39,8 @@ SENTENCES = ("Hello there, my friend.", "How are you today?", "Fine.")
 SETS = ['Transcribe.language="English"', "Transcribe.word_timestamps=false",
         'Translate.target_language="German"', "Dub Voice.nfe_steps=4",
         "Dub Voice.cfg_strength=0.0", 'Face Restore Model.model_name="RestoreFormer.pth"',
-        "Wav2Lip.batch_size=32", 'Video Combine.preset="ultrafast"']
+        "Wav2Lip.batch_size=32", 'Video Combine.preset="ultrafast"',
+        'Video Combine.subtitle_language="German"']
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +171,13 @@ def test_talking_video_dubs_end_to_end(models, monkeypatch):
     assert p.subtitles and _words(cues) == _words(" ".join(s.text for s in spoken))
     starts = [a for a, _b, _t in p.subtitles]
     assert all(min(abs(a - s.start) for a in starts) <= frame for s in spoken), starts
+    # two tracks: the translation (German) first, the original (English) as the second
+    assert [lang for lang, _cues in p.subtitle_tracks] == ["deu", "eng"]
+    assert p.subtitle_tracks[0][1] == p.subtitles
+    second = p.subtitle_tracks[1][1]
+    assert [text for _a, _b, text in second] == list(SENTENCES)
+    assert [t for a, b, _t in second for t in (a, b)] == pytest.approx(
+        [t for s in original for t in (s.start, s.end)], abs=0.001)
     # the report names exactly the segments whose speech overruns its slot by more than a frame
     report = out(results, "4")[2]
     lines = [ln for ln in report.splitlines() if re.match(r"\s+#\d+ ", ln)]

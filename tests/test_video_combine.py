@@ -225,3 +225,39 @@ def test_burned_in_subtitles_change_only_frames_with_a_cue(spinbot_dirs):
     diff = [np.abs(x - y).max() for x, y in zip(a, b)]
     assert max(diff[:9]) <= 3 and max(diff[21:]) <= 3  # 0.4 s = frame 10, 0.8 s = frame 20
     assert min(diff[11:19]) > 50
+
+
+def test_second_subtitle_track_with_languages(spinbot_dirs):
+    """A translation in track 1 and the original in track 2, each tagged with its ISO 639-2
+    language (codes or names); track 2 is clipped and its overlaps shown like track 1; burn-in
+    draws track 1 only; an unknown language is an error naming the widget."""
+    from spinbot.nodes.dubbing.languages import LanguageError
+
+    first = "1\n00:00:00,000 --> 00:00:00,800\nHola.\n\n2\n00:00:01,000 --> 00:00:03,000\nAdiós.\n"
+    second = ("1\n00:00:00,000 --> 00:00:00,800\nHello.\n\n"
+              "2\n00:00:00,400 --> 00:00:01,200\nOver.\n\n"  # overlaps the first
+              "3\n00:00:01,900 --> 00:00:05,000\nBye.\n")  # runs past the 2 s video
+    path, report = combine(images=ramp(50), subtitles=first, subtitles_2=second,
+                           subtitle_language="Spanish", subtitle_language_2="eng")["result"]
+    p = probe(path)
+    assert p.codecs == ["h264", "mov_text", "mov_text"]
+    assert [lang for lang, _ in p.subtitle_tracks] == ["spa", "eng"]
+    assert p.subtitles == p.subtitle_tracks[0][1] == [(0.0, 0.8, "Hola."), (1.0, 2.0, "Adiós.")]
+    assert p.subtitle_tracks[1][1] == [(0.0, 0.4, "Hello."), (0.4, 0.8, "Hello.\nOver."),
+                                       (0.8, 1.2, "Over."), (1.9, 2.0, "Bye.")]
+    assert "subtitles: 2 cues as a mov_text track, language 'spa'" in report
+    assert "subtitles_2: 3 cues as a mov_text track, language 'eng'" in report
+    assert "subtitles_2: 0 cues after the video's end (2.000s) dropped, 1 cut at it" in report
+    # only the second track: one track, tagged; defaults are 'und'
+    p = probe(combine(images=ramp(50), subtitles_2=second, subtitle_language_2="de")["result"][0])
+    assert [lang for lang, _ in p.subtitle_tracks] == ["deu"]
+    p = probe(combine(images=ramp(50), subtitles=first)["result"][0])
+    assert [lang for lang, _ in p.subtitle_tracks] == ["und"]
+    # burn-in: track 2 alone draws nothing
+    frames = torch.full((20, 64, 96, 3), 0.5)
+    plain = probe(combine(images=frames, fps=10.0)["result"][0]).first_frame
+    burned = probe(combine(images=frames, fps=10.0, subtitles_2=second,
+                           burn_in_subtitles=True)["result"][0]).first_frame
+    assert np.abs(burned.astype(int) - plain.astype(int)).max() <= 3
+    with pytest.raises(LanguageError, match="subtitle_language_2"):
+        combine(images=ramp(5), subtitles_2=second, subtitle_language_2="Klingonese")

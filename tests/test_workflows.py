@@ -78,7 +78,7 @@ def _ui_node(w, nid):
 
 @pytest.mark.parametrize("mutate, message", [
     (lambda w: _ui_node(w, 3)["widgets_values"].__setitem__(3, "ludicrous"), r"node 3 .* widget 'preset': 'ludicrous'"),
-    (lambda w: _ui_node(w, 3)["widgets_values"].pop(), r"widget 'burn_in_subtitles': no value"),
+    (lambda w: _ui_node(w, 3)["widgets_values"].pop(), r"widget 'subtitle_language_2': no value"),
     (lambda w: w["links"].__setitem__(1, [2, 1, 0, 3, 2, "IMAGE"]), r"input 'audio': expects AUDIO, link 2 brings IMAGE"),
     (lambda w: w["links"].append([3, 7, 0, 3, 1, "IMAGE"]), r"link 3 refers to missing node 7"),
     (lambda w: _ui_node(w, 3).update(type="SpinBotNope"), r"node 3 .*unknown node type"),

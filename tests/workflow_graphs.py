@@ -360,9 +360,12 @@ def dubbing() -> Graph:
         Node(8, "SpinBotFaceRestore", "Face Restore", (1600, 240), (340, 340),
              {"face_detector": DETECTOR}, {"face_restore_model": (7, 0), "video": (6, 0)}),
         Node(9, "SpinBotSubtitles", "Subtitles", (1600, 620), (340, 160), {}, {"segments": (4, 1)}),
-        Node(10, "SpinBotVideoCombine", "Video Combine", (1980, 80), (380, 560),
-             {"filename_prefix": "SpinBot/dubbing", "normalize_loudness": False},
-             {"video": (8, 1), "audio": (5, 0), "subtitles": (9, 0)}),
+        Node(10, "SpinBotVideoCombine", "Video Combine", (1980, 80), (380, 660),
+             {"filename_prefix": "SpinBot/dubbing", "normalize_loudness": False,
+              "subtitle_language": "Spanish", "subtitle_language_2": "English"},
+             {"video": (8, 1), "audio": (5, 0), "subtitles": (9, 0), "subtitles_2": (12, 0)}),
+        Node(12, "SpinBotSubtitles", "Original Subtitles", (1600, 840), (340, 160), {},
+             {"segments": (2, 0)}),
         note(11, "Dubbing: a video of someone speaking -> the same speaker, in another language, "
                  "lip-synced, with subtitles.\n\n"
                  "1. Source Video: upload the video (input/talk.mp4). SpinBot Load Video streams "
@@ -380,8 +383,9 @@ def dubbing() -> Graph:
                  "6. Wav2Lip moves the lips of the original frames to the new speech (frames "
                  "without a face are passed through); Face Restore (GFPGAN) sharpens the face.\n"
                  "7. Video Combine writes output/SpinBot/dubbing_00001_.mp4 with the translated "
-                 "subtitles as a soft track (one subtitle track: the original language is not "
-                 "added).\n"
+                 "subtitles as the first soft track and the original's (Original Subtitles, "
+                 "from Transcribe) as a second; set 'subtitle_language' to Translate's target "
+                 "and 'subtitle_language_2' to the video's language.\n"
                  "Cancel and queue again: finished sentences and windows are reused.\n\n"
                  "Model files (python install.py --models dubbing):\n"
                  f"- models/whisper/{WHISPER}/, models/translation/{NLLB}/\n"
@@ -394,8 +398,8 @@ def dubbing() -> Graph:
         Group("Transcribe and translate", (400, 10, 380, 760), C["script"]),
         Group("Voice", (780, 10, 400, 980), C["voice"]),
         Group("Lip sync", (1180, 10, 400, 720), C["lipsync"]),
-        Group("Restore and subtitles", (1580, 10, 380, 800), C["upscale"]),
-        Group("Output", (1960, 10, 420, 660), C["output"]),
+        Group("Restore and subtitles", (1580, 10, 380, 1010), C["upscale"]),
+        Group("Output", (1960, 10, 420, 760), C["output"]),
     ])
 
 

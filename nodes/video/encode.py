@@ -12,7 +12,7 @@ import queue
 import threading
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 import av
 import numpy as np
@@ -120,7 +120,8 @@ def mux_mp4(path: str, frames: Iterable[np.ndarray], fps: float, width: int, hei
             audio: tuple[np.ndarray, int] | None = None, cues: list[Cue] | None = None,
             crf: int = 19, preset: str = "medium", audio_bitrate: str = "192k",
             metadata: dict[str, str] | None = None,
-            on_frames: Callable[[int], None] | None = None) -> int:
+            on_frames: Callable[[int], None] | None = None,
+            subtitle_tracks: Sequence[tuple[list[Cue], str]] | None = None) -> int:
     """Encode uint8 ``[n,H,W,3]`` batches (+ audio ``([C,T], rate)`` + cues) into ``path``.
 
     ``frames`` is iterated on a helper thread and each batch converted to yuv420p on a second one,
@@ -129,6 +130,10 @@ def mux_mp4(path: str, frames: Iterable[np.ndarray], fps: float, width: int, hei
     each batch. Writes to a partial file and renames on success; on any error (MediaError for an
     unknown preset or no frames, whatever ``frames`` raises, Cancel) nothing is left behind and
     the helper threads are joined. Returns the number of frames written.
+
+    ``subtitle_tracks``: ``[(cues, ISO 639-2 language code), ...]``, one mov_text track each in
+    that order (the first is the default a player shows); when None, ``cues`` is one track with
+    language 'und'. Empty cue lists make no track.
     """
     if preset not in X264_PRESETS:
         raise MediaError(f"unknown x264 preset {preset!r}; choose one of {', '.join(X264_PRESETS)}")
@@ -154,10 +159,17 @@ def mux_mp4(path: str, frames: Iterable[np.ndarray], fps: float, width: int, hei
                 astream = container.add_stream("aac", rate=rate)
                 astream.layout = "stereo" if samples.shape[0] == 2 else "mono"
                 astream.bit_rate = _bitrate(audio_bitrate)
-            sstream = None
-            if cues:
+            if subtitle_tracks is None:
+                subtitle_tracks = [(cues, "und")] if cues else []
+            sstreams = []
+            for track_cues, language in subtitle_tracks:
+                if not track_cues:
+                    continue
                 sstream = container.add_stream("mov_text")
                 sstream.codec_context.subtitle_header = ASS_HEADER.encode()
+                # the mp4 muxer writes a stream's 'language' tag into its mdhd box
+                sstream.metadata["language"] = language
+                sstreams.append((sstream, track_cues))
 
             # Three stages overlap: producing the uint8 batches (IMAGE conversion, burn-in,
             # reading a SPINBOT_VIDEO), rgb24 -> yuv420p, and encoding on this thread (x264 runs
@@ -180,8 +192,8 @@ def mux_mp4(path: str, frames: Iterable[np.ndarray], fps: float, width: int, hei
 
             if astream is not None:
                 _encode_audio(container, astream, *audio)
-            if sstream is not None:
-                _mux_cues(container, sstream, cues)
+            for sstream, track_cues in sstreams:
+                _mux_cues(container, sstream, track_cues)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

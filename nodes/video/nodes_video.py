@@ -155,14 +155,27 @@ class SpinBotVideoCombine:
                                          "are shown together."}),
                 "burn_in_subtitles": ("BOOLEAN", {"default": False, "tooltip":
                                       "Also draw the subtitles into the frames (for players and "
-                                      "sites that ignore soft subtitle tracks)."}),
+                                      "sites that ignore soft subtitle tracks). Only the first "
+                                      "track ('subtitles') is drawn."}),
+                "subtitles_2": ("STRING", {"forceInput": True, "tooltip":
+                                           "A second subtitle track (SRT or WebVTT), e.g. the "
+                                           "original language beside a translation; cues are "
+                                           "clipped and overlaps shown as for 'subtitles'."}),
+                "subtitle_language": ("STRING", {"default": "und", "tooltip":
+                                      "Language tag of the 'subtitles' track: an ISO 639-2 code "
+                                      "('spa') or a name ('Spanish'); 'und' = undetermined."}),
+                "subtitle_language_2": ("STRING", {"default": "und", "tooltip":
+                                        "Language tag of the 'subtitles_2' track: an ISO 639-2 "
+                                        "code ('eng') or a name ('English')."}),
             },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 
     def combine(self, fps, filename_prefix, crf, preset, audio_bitrate, length_policy,
                 normalize_loudness, loudness_lufs, images=None, video=None, audio=None,
-                subtitles=None, burn_in_subtitles=False, prompt=None, extra_pnginfo=None):
+                subtitles=None, burn_in_subtitles=False, subtitles_2=None,
+                subtitle_language="und", subtitle_language_2="und", prompt=None,
+                extra_pnginfo=None):
         # The run so far (this stage listed as running: its own time is known only after the
         # file is written), embedded beside the workflow and printed in the report.
         video = as_spinbot_video(video)
@@ -174,7 +187,8 @@ class SpinBotVideoCombine:
             filename_prefix=filename_prefix, crf=crf, preset=preset, audio_bitrate=audio_bitrate,
             length_policy=length_policy,
             loudness_lufs=loudness_lufs if normalize_loudness else None, burn_in=burn_in_subtitles,
-            metadata=meta)
+            metadata=meta, subtitles_2=subtitles_2 or "", subtitle_language=subtitle_language,
+            subtitle_language_2=subtitle_language_2)
         metrics.add_frames(result.frames)
         out_root = os.path.realpath(runtime.output_dir())
         subfolder = os.path.relpath(os.path.dirname(result.path), out_root).replace(os.sep, "/")
