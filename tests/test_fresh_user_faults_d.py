@@ -207,3 +207,24 @@ def test_dub_voice_leaves_music_mark_segments_to_the_original(tts_models, monkey
     assert "segment 2 ('♪') skipped: no words to speak" in report
     assert float(wave[4 * rate:6 * rate].abs().max()) == 0.0  # nothing spoken over the music
     assert float(wave[int(0.5 * rate):int(3.5 * rate)].abs().max()) > 0.0
+
+
+def test_dub_mix_does_not_duck_music_mark_segments():
+    from spinbot.nodes.dubbing.nodes_dubbing import SpinBotDubMix
+    rate = 16000
+    t = torch.arange(6 * rate) / rate
+    # 1 kHz lies inside the ducked speech band: a ducked stretch would be 24 dB down.
+    original = {"waveform": (0.3 * torch.sin(2 * math.pi * 1000.0 * t))[None, None],
+                "sample_rate": rate}
+    silence = {"waveform": torch.zeros(1, 1, 6 * rate), "sample_rate": rate}
+    segments = [Segment(0, "hello", 0.5, 2.0), Segment(1, "♪", 2.5, 5.5)]
+    audio, report = SpinBotDubMix().mix(original, silence, segments, 24.0, 4.0, 0.05, 0.3)
+    wave = audio["waveform"][0, 0]
+
+    def rms_db(a, b):
+        return 20 * math.log10(float(wave[int(a * rate):int(b * rate)].pow(2).mean().sqrt()) / 0.3
+                               * math.sqrt(2))
+
+    assert abs(rms_db(3.0, 5.0)) < 0.1  # the music under '♪' is untouched
+    assert rms_db(1.0, 1.5) < -20  # the speech under 'hello' is ducked
+    assert "segment 1 ('♪', 2.50-5.50 s) has no words (music or sound marks): not ducked" in report

@@ -30,6 +30,7 @@ import torch
 from ..audio.bed import GAIN_HOP_SECONDS, PEAK_CEILING_DB, duck_curve, speech_blocks
 from ..media import MediaError, check_audio, limit_peaks, mix_channels, resample
 from ..script.segments import Segment
+from ..voice.text import is_speakable
 
 # 100 Hz - 5 kHz holds the voice's fundamental (about 85-255 Hz for adult voices) and its
 # formants and most consonant energy; below (hum, bass, kick) and above (cymbals, air, hiss) is
@@ -141,7 +142,12 @@ def dub_mix(original: dict, speech: dict, segments: Sequence[Segment],
     if not segs:
         raise MediaError("segments: none with a start before its end; connect the segments of "
                          "the speech (SpinBot Transcribe/Translate or SpinBot Dub Voice)")
-    notes: list[str] = []
+    # Whisper marks music and noise as '♪', '...' or emoji: not speech, so not ducked (Dub Voice
+    # leaves them to the original too). Blank text is kept: a slot without a transcript.
+    marks = [g for g in segs if g.text.strip() and not is_speakable(g.text)]
+    segs = [g for g in segs if g not in marks]
+    notes: list[str] = [f"segment {g.index} ({g.text[:40]!r}, {g.start:.2f}-{g.end:.2f} s) has "
+                        "no words (music or sound marks): not ducked" for g in marks]
     wave, rate = check_audio(original, "original", notes)
     if wave.shape[0] > 2:
         wave, how = mix_channels(wave, 2)
