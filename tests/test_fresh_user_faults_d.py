@@ -228,3 +228,24 @@ def test_dub_mix_does_not_duck_music_mark_segments():
     assert abs(rms_db(3.0, 5.0)) < 0.1  # the music under '♪' is untouched
     assert rms_db(1.0, 1.5) < -20  # the speech under 'hello' is ducked
     assert "segment 1 ('♪', 2.50-5.50 s) has no words (music or sound marks): not ducked" in report
+
+
+# --- 7. Persian text lost its zero-width non-joiner -------------------------------------------
+
+def test_text_overlay_keeps_the_zero_width_non_joiner_of_persian():
+    from PIL import features
+
+    from spinbot.nodes.overlay import text as overlay_text
+    font = overlay_text.load_font(overlay_text.font_path("default"), 40)
+    word = "می\u200cخواهم"  # 'I want': mi + khaham, NOT joined across the ZWNJ
+    assert overlay_text.drawable_text(word, font) == (word, False, ())
+    # Other format characters still go; a line of only a ZWNJ is nothing to draw.
+    assert overlay_text.drawable_text("a\u200bb\u200fc\u200dd", font)[0] == "abcd"
+    assert overlay_text.drawable_text("\u200c", font)[0] == ""
+    if not features.check("raqm"):
+        pytest.skip("Pillow without raqm does not shape Arabic script")
+    v = video(n=2, h=64, w=160)
+    whole = dict(OVERLAY, timing="whole video", fade_in_seconds=0.0, fade_out_seconds=0.0)
+    with_zwnj = SpinBotTextOverlay().overlay(v, word, **whole)[0].read(0, 2)
+    joined = SpinBotTextOverlay().overlay(v, word.replace("\u200c", ""), **whole)[0].read(0, 2)
+    assert not np.array_equal(with_zwnj, joined)

@@ -93,14 +93,23 @@ def load_font(path: str, size: int) -> ImageFont.FreeTypeFont:
     return _load_font(path, int(size), runtime.file_stamp(path))
 
 
+# The zero-width non-joiner (Unicode format character) decides where Persian letters join; ZWJ
+# is still removed, as the emoji filter would turn it into a space.
+_JOINERS = "\u200c"
+
+
 def drawable_text(text: str, font: ImageFont.FreeTypeFont) -> tuple[str, bool, tuple[str, ...]]:
     """``text`` as it can be drawn with ``font``: canonical composition (NFC), invisible format
-    characters (category Cf: zero-width space, direction marks) and emoji removed, then every
-    character the font has no glyph for (`script.burn_in._has_glyph`). Returns the text, whether
-    emoji were removed and the characters left out for want of a glyph, in order of first
+    characters (category Cf: zero-width space, direction marks; not the ZWNJ, which shapes
+    Persian; a line of nothing else is emptied) and emoji removed, then every character the
+    font has no glyph for (`script.burn_in._has_glyph`). Returns the text, whether emoji were
+    removed and the characters left out for want of a glyph, in order of first
     appearance. Line breaks are kept; spaces left around a removed character are merged."""
     lines = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    lines = ["".join(c for c in line if unicodedata.category(c) != "Cf") for line in lines]
+    # ZWNJ is kept: raqm shapes Persian words with it (mi-khaham is not one joined word).
+    lines = ["".join(c for c in line if unicodedata.category(c) != "Cf" or c in _JOINERS)
+             for line in lines]
+    lines = [line if line.replace(_JOINERS, "").strip() else "" for line in lines]
     kept = [remove_emoji(line) for line in lines]
     had_emoji = kept != lines
     missing = tuple(dict.fromkeys(c for line in kept for c in line if not _has_glyph(font, c)))
