@@ -412,8 +412,9 @@ def test_dubbing_renders_from_core_load_video(comfy, tmp_path):
     shutil.copy(tmp_path / "core_talk.mp4", os.path.join(comfy.base_dir, "input", "core_talk.mp4"))
     workflow = apply_overrides(load_workflow("dubbing"), SETS)
     workflow["1"] = {"class_type": "LoadVideo", "inputs": {"file": "core_talk.mp4"}}
-    workflow["12"] = {"class_type": "SpinBotVideoInfo", "inputs": {"video": ["1", 0]}}
-    workflow["4"]["inputs"]["audio"] = workflow["5"]["inputs"]["original"] = ["12", 0]
+    assert "90" not in workflow
+    workflow["90"] = {"class_type": "SpinBotVideoInfo", "inputs": {"video": ["1", 0]}}
+    workflow["4"]["inputs"]["audio"] = workflow["5"]["inputs"]["original"] = ["90", 0]
     workflow["10"]["inputs"]["filename_prefix"] = "SpinBot/dubbing_core"
     entry = comfy.wait(comfy.queue(workflow), timeout=900)
     video = entry["outputs"]["10"]["spinbot_video"][0]
