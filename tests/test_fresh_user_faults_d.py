@@ -227,7 +227,8 @@ def test_dub_mix_does_not_duck_music_mark_segments():
 
     assert abs(rms_db(3.0, 5.0)) < 0.1  # the music under '♪' is untouched
     assert rms_db(1.0, 1.5) < -20  # the speech under 'hello' is ducked
-    assert "segment 1 ('♪', 2.50-5.50 s) has no words (music or sound marks): not ducked" in report
+    assert ("segment 1 ('♪', 2.50-5.50 s) has no words (music or sound marks): not ducked"
+            in report)
 
 
 # --- 7. Persian text lost its zero-width non-joiner -------------------------------------------
@@ -249,3 +250,30 @@ def test_text_overlay_keeps_the_zero_width_non_joiner_of_persian():
     with_zwnj = SpinBotTextOverlay().overlay(v, word, **whole)[0].read(0, 2)
     joined = SpinBotTextOverlay().overlay(v, word.replace("\u200c", ""), **whole)[0].read(0, 2)
     assert not np.array_equal(with_zwnj, joined)
+
+
+# --- 8. fades longer than the text kept it from ever being fully visible ----------------------
+
+@pytest.mark.parametrize("fade", [0.5, 100.0])
+def test_fades_longer_than_the_text_shrink_so_it_is_fully_visible(fade):
+    from spinbot.nodes.overlay.text import TextEvent
+    event = TextEvent(None, 0, 10, fade, fade, 25.0)  # 0.4 s shown, fades of 2 x fade
+    levels = [event.opacity(k) for k in range(10)]
+    # Frame centre 4.5 of a 5-frame ramp (before: 0.36 for 0.5 s fades, 0.002 for 100 s).
+    assert max(levels) == pytest.approx(0.9)
+    assert levels == levels[::-1]  # equal fades stay mirror images
+    assert levels[0] < 0.2 and levels[-1] < 0.2  # still a fade in and out
+    v = video(n=10, h=48, w=96)
+    whole = dict(OVERLAY, timing="whole video", fade_in_seconds=fade, fade_out_seconds=fade,
+                 color="#ff0000", outline=0.0, shadow=0.0)
+    out, report = SpinBotTextOverlay().overlay(v, "HI", **whole)
+    assert f"(fades of {fade:g} + {fade:g} s shortened to fit the 0.40 s the text is shown)" \
+        in report
+    assert "fade in 0.2 s, fade out 0.2 s" in report
+
+
+def test_fades_that_fit_are_unchanged():
+    from spinbot.nodes.overlay.text import TextEvent
+    event = TextEvent(None, 0, 100, 1.0, 1.0, 25.0)
+    assert event.fade_frames() == (25.0, 25.0)
+    assert event.opacity(12) == pytest.approx(12.5 / 25) and event.opacity(50) == 1.0

@@ -23,7 +23,7 @@ VIDEO = "SPINBOT_VIDEO"
 CATEGORY = "SpinBot/overlay"
 TIMINGS = ("whole video", "per segment")
 # Bumped when the drawing changes, so stored results of an older pack are not reused.
-_RENDER_VERSION = 1
+_RENDER_VERSION = 2  # 2: ZWNJ kept; fades shortened to fit the text
 _BATCH = 16  # frames per batch of a title card (a card's frames are generated, not read)
 
 
@@ -188,8 +188,12 @@ def describe(events: Sequence[TextEvent], notes: Sequence[str], font_file: str,
         r = e.text
         missing.update(dict.fromkeys(r.missing))
         emoji |= r.had_emoji
+        fade_in, fade_out = e.fade_frames()
         when = (f"frames {e.first}-{e.last - 1} ({e.first / fps:.2f}-{e.last / fps:.2f} s), "
-                f"fade in {e.fade_in:g} s, fade out {e.fade_out:g} s")
+                f"fade in {fade_in / fps:g} s, fade out {fade_out / fps:g} s")
+        if fade_in + fade_out < (e.fade_in + e.fade_out) * fps - 1e-6:
+            when += (f" (fades of {e.fade_in:g} + {e.fade_out:g} s shortened to fit the "
+                     f"{(e.last - e.first) / fps:.2f} s the text is shown)")
         if r.empty:
             lines.append(f"text {k}: nothing drawable ({when})")
             continue

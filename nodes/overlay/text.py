@@ -362,15 +362,29 @@ class TextEvent:
         """Opacity 0..1 of the text on ``frame``: 0 outside [first, last); inside, a linear ramp
         measured at the frame's centre (frame k covers [k, k+1)/fps): ``(k - first + 0.5) /
         (fade_in x fps)`` going up and ``(last - k - 0.5) / (fade_out x fps)`` going down, capped
-        at 1, so a fade-in and a fade-out of the same length are mirror images."""
+        at 1, so a fade-in and a fade-out of the same length are mirror images. Fades longer
+        together than the text is shown shrink in proportion (`fade_frames`), so the text still
+        reaches full opacity."""
         if not self.first <= frame < self.last:
             return 0.0
         a = 1.0
-        if self.fade_in > 0:
-            a = min(a, (frame - self.first + 0.5) / (self.fade_in * self.fps))
-        if self.fade_out > 0:
-            a = min(a, (self.last - frame - 0.5) / (self.fade_out * self.fps))
+        fade_in, fade_out = self.fade_frames()
+        if fade_in > 0:
+            a = min(a, (frame - self.first + 0.5) / fade_in)
+        if fade_out > 0:
+            a = min(a, (self.last - frame - 0.5) / fade_out)
         return max(0.0, min(1.0, a))
+
+    def fade_frames(self) -> tuple[float, float]:
+        """Fade-in and fade-out lengths in frames, scaled down together (keeping their ratio) to
+        the frames shown when longer than them: a 0.5 + 0.5 s fade on a 0.4 s text would
+        otherwise never pass 40 % opacity."""
+        fade_in, fade_out = self.fade_in * self.fps, self.fade_out * self.fps
+        shown = self.last - self.first
+        if fade_in + fade_out > shown > 0:
+            scale = shown / (fade_in + fade_out)
+            fade_in, fade_out = fade_in * scale, fade_out * scale
+        return fade_in, fade_out
 
 
 def frame_range(start: float, end: float, fps: float, frame_count: int) -> tuple[int, int]:
