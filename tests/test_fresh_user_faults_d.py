@@ -277,3 +277,28 @@ def test_fades_that_fit_are_unchanged():
     event = TextEvent(None, 0, 100, 1.0, 1.0, 25.0)
     assert event.fade_frames() == (25.0, 25.0)
     assert event.opacity(12) == pytest.approx(12.5 / 25) and event.opacity(50) == 1.0
+
+
+def test_audio_bed_fades_longer_than_the_bed_shrink_so_it_reaches_its_level():
+    from spinbot.nodes.audio.bed import fade_gain
+    rate = 48000
+    gain = fade_gain(3 * rate, rate, 2.0, 3.0)  # the node's default fades on a 3 s clip
+    assert gain.max() > 0.999  # was 0.6 (-4.4 dB) where the two ramps crossed
+    assert int(np.argmax(gain)) == pytest.approx(1.2 * rate, abs=2)  # the 2:3 ratio is kept
+    assert gain[0] == 0.0 and gain[-1] < 1e-4
+    fitting = fade_gain(10 * rate, rate, 2.0, 3.0)  # fades that fit are unchanged
+    assert fitting[rate] == pytest.approx(0.5) and fitting[5 * rate] == 1.0
+    assert fitting[int(8.5 * rate)] == pytest.approx(0.5, abs=1e-4)
+
+
+def test_audio_bed_report_says_the_fades_were_shortened():
+    from spinbot.nodes.audio.nodes_audio import SpinBotAudioBed
+    rate = 24000
+    t = torch.arange(rate) / rate
+    voice = {"waveform": (0.3 * torch.sin(2 * math.pi * 220 * t))[None, None],
+             "sample_rate": rate}
+    node = SpinBotAudioBed()
+    result = getattr(node, node.FUNCTION)(voice, "pink noise", -18.0, 10.0, 0.1, 0.4, 2.0, 3.0,
+                                          "loop", -14.0, 2.0, 0)
+    report = result[1]
+    assert "fades: 2 s in + 3 s out shortened to 1.20 + 1.80 s to fit the 3.00 s bed" in report

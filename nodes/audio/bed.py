@@ -270,18 +270,30 @@ def loop_to_length(music: np.ndarray, samples: int, crossfade: int) -> tuple[np.
 def fade_gain(samples: int, rate: int, fade_in_s: float, fade_out_s: float,
               end: int | None = None) -> np.ndarray:
     """Per-sample gain ``[samples]``: linear 0->1 over the first ``fade_in_s`` seconds and 1->0 over
-    the ``fade_out_s`` seconds before ``end`` (default: the end); zero after ``end``."""
+    the ``fade_out_s`` seconds before ``end`` (default: the end); zero after ``end``. Fades longer
+    together than ``end`` shrink in proportion (`fade_lengths`)."""
     end = samples if end is None else min(end, samples)
     g = np.ones(samples, np.float32)
-    n_in = min(int(round(fade_in_s * rate)), end)
+    n_in, n_out = fade_lengths(end, rate, fade_in_s, fade_out_s)
     if n_in > 0:
         g[:n_in] = (np.arange(n_in, dtype=np.float64) / n_in).astype(np.float32)
-    n_out = min(int(round(fade_out_s * rate)), end)
     if n_out > 0:
         ramp = (n_out - 1 - np.arange(n_out, dtype=np.float64)) / n_out
         g[end - n_out:end] *= ramp.astype(np.float32)
     g[end:] = 0.0
     return g
+
+
+def fade_lengths(end: int, rate: int, fade_in_s: float, fade_out_s: float) -> tuple[int, int]:
+    """Fade-in and fade-out lengths in samples for a bed of ``end`` samples: scaled down together
+    (keeping their ratio) when they add up to more than ``end``, so the bed still reaches its
+    level (default 2 + 3 s fades on a 3 s clip would hold it 4.4 dB under it, at best)."""
+    n_in, n_out = int(round(fade_in_s * rate)), int(round(fade_out_s * rate))
+    if n_in + n_out > end > 0:
+        whole = n_in + n_out
+        n_in = n_in * end // whole
+        n_out = end - n_in if n_out else 0
+    return max(0, min(n_in, end)), max(0, min(n_out, end))
 
 
 # --------------------------------------------------------------------------- ducking
@@ -455,6 +467,11 @@ def make_bed_mix(voice: dict, settings: BedSettings, music: dict | None = None,
     else:
         notes.append("bed: silent, nothing to level")
     bed *= fade_gain(total, rate, s.fade_in_seconds, s.fade_out_seconds, bed_end)[None]
+    n_in, n_out = fade_lengths(bed_end, rate, s.fade_in_seconds, s.fade_out_seconds)
+    if n_in + n_out < round((s.fade_in_seconds + s.fade_out_seconds) * rate) - 1:
+        notes.append(f"fades: {s.fade_in_seconds:g} s in + {s.fade_out_seconds:g} s out shortened "
+                     f"to {n_in / rate:.2f} + {n_out / rate:.2f} s to fit the "
+                     f"{bed_end / rate:.2f} s bed")
     tick()
 
     # Ducking.
@@ -511,8 +528,8 @@ def make_bed_mix(voice: dict, settings: BedSettings, music: dict | None = None,
     # Speech windows: fully ducked blocks; pauses: blocks with no ducking. Both clear of the fades.
     starts = np.arange(duck.size) * hop
     ends = np.minimum(starts + hop, total)
-    steady = ((starts >= int(round(s.fade_in_seconds * rate)))
-              & (ends <= bed_end - int(round(s.fade_out_seconds * rate))))
+    n_in, n_out = fade_lengths(bed_end, rate, s.fade_in_seconds, s.fade_out_seconds)
+    steady = (starts >= n_in) & (ends <= bed_end - n_out)
     speech_mask = steady & speech & (duck >= s.ducking_db - 1e-6)
     pause_mask = steady & ~speech & (duck <= 1e-6)
 
