@@ -302,3 +302,25 @@ def test_audio_bed_report_says_the_fades_were_shortened():
                                           "loop", -14.0, 2.0, 0)
     report = result[1]
     assert "fades: 2 s in + 3 s out shortened to 1.20 + 1.80 s to fit the 3.00 s bed" in report
+
+
+# --- 9. per-segment text blocks: a blank line of no-break spaces, overlapping segments ---------
+
+@pytest.mark.parametrize("blank", ["\u00a0", " \u00a0\t", "\u3000", "\u2007"])
+def test_a_line_of_unicode_spaces_separates_text_blocks(blank):
+    from spinbot.nodes.overlay.nodes_overlay import split_blocks
+    assert split_blocks(f"first\n{blank}\nsecond") == ["first", "second"]
+    assert split_blocks("one\ntwo") == ["one\ntwo"]  # a single line break is not a block break
+    _out, report = SpinBotTextOverlay().overlay(video(n=25), f"a\n{blank}\nb",
+                                                segments=segs((0, 0.5), (0.5, 1.0)), **OVERLAY)
+    assert 'text 1: 1 line(s) drawn "a"' in report and 'text 2: 1 line(s) drawn "b"' in report
+    assert "text block(s) for" not in report
+
+
+def test_overlapping_segments_say_their_texts_are_drawn_over_each_other():
+    _out, report = SpinBotTextOverlay().overlay(video(n=25), "a\n\nb",
+                                                segments=segs((0, 0.6), (0.3, 1.0)), **OVERLAY)
+    assert "blocks 1 and 2 are drawn over each other on frames 8-14" in report
+    _out, report = SpinBotTextOverlay().overlay(video(n=25), "a\n\nb",
+                                                segments=segs((0, 0.5), (0.5, 1.0)), **OVERLAY)
+    assert "drawn over each other" not in report

@@ -117,7 +117,9 @@ def _check_seconds(**values: float) -> None:
 def split_blocks(text: str) -> list[str]:
     """Text blocks separated by one or more blank lines (whitespace-only lines count as blank),
     each stripped; empty blocks are dropped."""
-    blocks = re.split(r"\n[ \t\u3000]*\n", text.replace("\r\n", "\n").replace("\r", "\n"))
+    # [^\S\n]: any whitespace but a line break, so a line of no-break spaces (pasted from the web)
+    # or ideographic spaces is blank too.
+    blocks = re.split(r"\n[^\S\n]*\n", text.replace("\r\n", "\n").replace("\r", "\n"))
     return [b.strip() for b in blocks if b.strip()]
 
 
@@ -172,6 +174,9 @@ def plan_events(text: str, timing: str, start_seconds: float, end_seconds: float
             continue
         events.append(TextEvent(render_text(block, width, height, style, font_file), first, last,
                                 fade_in, fade_out, fps))
+        if len(events) > 1 and events[-2].last > first >= events[-2].first:
+            notes.append(f"blocks {k} and {k + 1} are drawn over each other on frames {first}-"
+                         f"{min(last, events[-2].last) - 1}: their segments overlap")
     return events, notes
 
 
