@@ -324,3 +324,12 @@ def test_overlapping_segments_say_their_texts_are_drawn_over_each_other():
     _out, report = SpinBotTextOverlay().overlay(video(n=25), "a\n\nb",
                                                 segments=segs((0, 0.5), (0.5, 1.0)), **OVERLAY)
     assert "drawn over each other" not in report
+
+
+def test_a_scene_prompt_line_of_only_a_zero_width_space_is_blank():
+    from spinbot.nodes.script.nodes_script import SpinBotDirectScript
+    result = SpinBotDirectScript().make("One. Two. Three.", "English", 2.5, 10.0,
+                                        scene_prompts="a cat\n\u200b\na dog\n\ufeff\na bird")
+    result = result.get("result", result) if isinstance(result, dict) else result
+    script = next(x for x in result if hasattr(x, "segments"))
+    assert [s.scene for s in script.segments] == ["a cat", "a dog", "a bird"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import unicodedata
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -90,7 +91,8 @@ def direct_script(narration: str, scene_prompt: str = "", language: str = "Engli
     if not segments:
         raise ScriptError("the narration has no words to speak")
     lines = [" ".join(line.split()) for line in (scene_prompts or "").splitlines()]
-    lines = [line for line in lines if line]
+    # A line of only invisible format characters (a pasted zero-width space) is blank too.
+    lines = [line for line in lines if any(unicodedata.category(c) != "Cf" for c in line)]
     notes: list[str] = []
     if lines:
         if len(lines) > len(segments):
