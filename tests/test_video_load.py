@@ -21,8 +21,9 @@ import torch
 from spinbot.nodes import runtime
 from spinbot.nodes.media import MediaError
 from spinbot.nodes.video import load as vl
-from spinbot.nodes.video.nodes_video import (SpinBotLoadVideo, SpinBotVideoCombine,
-                                             SpinBotVideoToCoreVideo, SpinBotVideoToImages)
+from spinbot.nodes.video.nodes_video import (SpinBotImagesToVideo, SpinBotLoadVideo,
+                                             SpinBotVideoCombine, SpinBotVideoToCoreVideo,
+                                             SpinBotVideoToImages)
 from spinbot.nodes.video.store import SpinBotVideo
 from tests._pack import ROOT
 
@@ -356,6 +357,25 @@ def test_video_to_core_video_round_trip(spinbot_dirs):
     mtime = os.stat(path).st_mtime_ns
     core2, _ = SpinBotVideoToCoreVideo().convert(video, 17)
     assert core2.get_stream_source() == path and os.stat(path).st_mtime_ns == mtime
+
+
+def test_video_to_core_video_says_when_audio_is_cut_or_padded(spinbot_dirs):
+    """A 10-frame video carrying 5 s of audio: the MP4 holds 0.4 s of it, and the report says
+    4.6 s were dropped (it used to drop them silently); short audio is reported as padded."""
+    frames = np.stack([pattern(i) for i in range(10)])
+    tone = torch.sin(torch.arange(5 * 24000) / 24000 * 2 * math.pi * 440).reshape(1, -1)
+    long = SpinBotImagesToVideo().convert(torch.from_numpy(frames).float() / 255, 25.0,
+                                          {"waveform": tone[None], "sample_rate": 24000})[0]
+    core, report = SpinBotVideoToCoreVideo().convert(long, 17)
+    assert "5.000 s cut to the video's 0.400 s (4.600 s dropped)" in report, report
+    with av.open(core.get_stream_source()) as c:
+        assert abs(float(c.streams.audio[0].duration * c.streams.audio[0].time_base) - 0.4) < 0.05
+    short = long.with_audio({"waveform": tone[None, :, :2400], "sample_rate": 24000})
+    _core, report = SpinBotVideoToCoreVideo().convert(short, 17)
+    assert "0.100 s padded with silence to the video's 0.400 s" in report, report
+    same = long.with_audio({"waveform": tone[None, :, :9600], "sample_rate": 24000})
+    _core, report = SpinBotVideoToCoreVideo().convert(same, 17)
+    assert "cut" not in report and "padded" not in report, report
 
 
 def test_combine_takes_a_core_video(spinbot_dirs):

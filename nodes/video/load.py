@@ -497,12 +497,26 @@ def _from_components(value, what: str) -> SpinBotVideo:
     return write_video(key, fps, batches, audio=audio)
 
 
-def to_core_video(video: SpinBotVideo, crf: int = 17, preset: str = "medium") -> tuple[object, str]:
+def to_core_video(video: SpinBotVideo, crf: int = 17, preset: str = "medium",
+                  notes: list[str] | None = None) -> tuple[object, str]:
     """A core VIDEO over an H.264/AAC MP4 of ``video`` in the temp folder (frames streamed from
     the store, never all in memory; audio kept at its rate, more than two channels downmixed).
     The MP4 is named by the video's identity and the settings, so converting the same video
-    again reuses it. Returns ``(core VIDEO, mp4 path)``."""
+    again reuses it. The audio is cut or padded to the frames' length; ``notes`` (when given)
+    gets a line saying so, and what else was done to it. Returns ``(core VIDEO, mp4 path)``."""
     from .encode import mux_mp4, prepare_audio
+
+    notes = [] if notes is None else notes
+    if video.audio is not None:
+        wave, rate = check_audio(video.audio, "video audio")
+        samples = int(round(video.duration * rate))
+        have = wave.shape[-1]
+        if have > samples:
+            notes.append(f"audio: {have / rate:.3f} s cut to the video's {video.duration:.3f} s "
+                         f"({(have - samples) / rate:.3f} s dropped)")
+        elif have < samples:
+            notes.append(f"audio: {have / rate:.3f} s padded with silence to the video's "
+                         f"{video.duration:.3f} s")
 
     folder = os.path.join(runtime.temp_dir(), "spinbot_core_video")
     os.makedirs(folder, exist_ok=True)
@@ -510,9 +524,7 @@ def to_core_video(video: SpinBotVideo, crf: int = 17, preset: str = "medium") ->
     if not os.path.isfile(path):
         audio = None
         if video.audio is not None:
-            wave, rate = check_audio(video.audio, "video audio")
-            samples = int(round(video.duration * rate))
-            audio = prepare_audio(wave, rate, None, [], samples=samples)
+            audio = prepare_audio(wave, rate, None, notes, samples=samples)
         with runtime.Progress(video.frame_count, "Video to core VIDEO") as bar:
             mux_mp4(path, video.iter_frames(_BATCH), video.fps, video.width, video.height,
                     audio=audio, crf=crf, preset=preset, on_frames=bar.update)

@@ -296,8 +296,9 @@ class SpinBotVideoToCoreVideo:
 
     def convert(self, video, crf: int):
         video = as_spinbot_video(video)
-        core, path = to_core_video(video, crf=int(crf))
-        return (core, f"{video.describe()}\ncore VIDEO over {path}")
+        notes: list[str] = []
+        core, path = to_core_video(video, crf=int(crf), notes=notes)
+        return (core, "\n".join([video.describe(), f"core VIDEO over {path}", *notes]))
 
 
 class SpinBotVideoInfo:
