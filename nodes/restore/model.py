@@ -13,7 +13,8 @@ CodeFormer calls do not, and every descriptor call clamps the output to 0..1, wh
 lower half of a ``[-1, 1]`` output), so `FaceRestorer.forward` calls the network directly with
 the normalisation of the upstream inference code (GFPGAN's ``gfpgan/utils.py``, CodeFormer's
 ``inference_codeformer.py``: ``normalize(x, 0.5, 0.5)`` in, ``(y + 1) / 2`` out).
-Weights are read with safetensors or ``torch.load(weights_only=True)``.
+Reading, building and the dtype choice are shared with the upscaler in
+`nodes/spandrel_models.py` (safetensors or ``torch.load(weights_only=True)``).
 """
 from __future__ import annotations
 
@@ -23,14 +24,13 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import model_cache, runtime
+from .. import model_cache, runtime, spandrel_models
 from ..manifest import require_model
+from ..spandrel_models import PRECISIONS, SUFFIXES
 
 FOLDER = "facerestore_models"
-SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
 DEFAULT_MODEL = "GFPGANv1.4.pth"
 FACE_SIZE = 512  # the aligned face size of every release (the FFHQ template is for 512)
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 KNOWN_ARCHES = ("GFPGAN", "RestoreFormer", "CodeFormer")
 
 log = logging.getLogger("spinbot.restore")
@@ -68,9 +68,7 @@ class FaceRestorer:
         return f"{self.name}: {self.architecture} ({FACE_SIZE}x{FACE_SIZE} aligned faces, x1)"
 
     def size_bytes(self) -> int:
-        model = self.descriptor.model
-        return sum(t.numel() * t.element_size()
-                   for t in [*model.parameters(), *model.buffers()])
+        return spandrel_models.descriptor_bytes(self.descriptor)
 
     def to(self, device: torch.device, dtype: torch.dtype) -> "FaceRestorer":
         self.descriptor.to(device=device, dtype=dtype)
@@ -114,47 +112,22 @@ def load_restorer(name: str) -> "model_cache.ModelRef":
     return ref
 
 
-def _read_state_dict(path: str, name: str) -> dict:
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in SUFFIXES:
-        raise FaceRestoreModelError(f"'{name}': unsupported file type '{ext}'; face restore "
-                                    f"models are {', '.join(SUFFIXES)} files")
-    try:
-        if ext == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(path, device="cpu")
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt, truncated, TorchScript or pickled code
-        raise FaceRestoreModelError(
-            f"'{name}' could not be read as a model file ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else 'no details'}); re-download it") from exc
-
-
 def load_restorer_file(path: str, name: str | None = None) -> FaceRestorer:
     """Load a model file with spandrel and check that it is an RGB face restorer (spandrel's
     purpose ``FaceSR``); `FaceRestoreModelError` names the file and what it is instead."""
-    from spandrel import ImageModelDescriptor, ModelLoader, UnsupportedModelError, \
-        canonicalize_state_dict
+    from spandrel import ImageModelDescriptor
 
     name = name or os.path.basename(path)
     extra = _install_extra_arches()
-    raw = _read_state_dict(path, name)
-    if not isinstance(raw, dict) or not raw:
-        raise FaceRestoreModelError(f"'{name}' holds no state dict (got {type(raw).__name__})")
-    state_dict = canonicalize_state_dict(raw)
     codeformer_hint = "" if extra else (" (CodeFormer needs the spandrel_extra_arches package: "
                                         "pip install spandrel_extra_arches)")
-    try:
-        descriptor = ModelLoader().load_from_state_dict(state_dict)
-    except UnsupportedModelError as exc:
-        raise FaceRestoreModelError(
+    descriptor = spandrel_models.load_descriptor(
+        path, name, FaceRestoreModelError, "face restore models",
+        unsupported=lambda n: (
             f"'{name}' is not a model that spandrel recognises (the file in the '{FOLDER}' "
-            f"folder holds {len(state_dict)} tensors of another kind of model); put GFPGANv1.4 "
-            f"or RestoreFormer there{codeformer_hint}") from exc
-    except Exception as exc:  # a known architecture with inconsistent tensors
-        raise FaceRestoreModelError(f"'{name}' looks like a known model but does not load "
-                                    f"({type(exc).__name__}: {exc})") from exc
+            f"folder holds {n} tensors of another kind of model); put GFPGANv1.4 "
+            f"or RestoreFormer there{codeformer_hint}"),
+        looks_like="a known model")
     arch = descriptor.architecture.name
     if not isinstance(descriptor, ImageModelDescriptor) or descriptor.purpose != "FaceSR":
         raise FaceRestoreModelError(
@@ -167,13 +140,7 @@ def load_restorer_file(path: str, name: str | None = None) -> FaceRestorer:
             f"'{name}' holds a {arch} face model; SpinBot Face Restore runs "
             f"{', '.join(KNOWN_ARCHES)} "
             "(their input and output ranges are known)")
-    if descriptor.input_channels != 3 or descriptor.output_channels != 3:
-        raise FaceRestoreModelError(
-            f"'{name}' maps {descriptor.input_channels}-channel images to "
-            f"{descriptor.output_channels}-channel ones; only RGB models are supported")
-    descriptor.eval()
-    for param in descriptor.model.parameters():
-        param.requires_grad_(False)
+    spandrel_models.finish_rgb(descriptor, name, FaceRestoreModelError)
     return FaceRestorer(descriptor=descriptor, name=name, path=path)
 
 
@@ -181,23 +148,7 @@ def pick_dtype(restorer: FaceRestorer, precision: str, device: torch.device) -> 
     """The dtype to run in: ``auto`` is fp16 where spandrel says the architecture supports it,
     else bf16 where it does and the GPU has it, else float32; always float32 on the CPU. An
     explicit half precision the model cannot do falls back to float32 (spandrel 0.4 marks
-    GFPGAN, RestoreFormer and CodeFormer as bf16-capable, not fp16-capable)."""
-    if precision not in PRECISIONS:
-        raise FaceRestoreModelError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    half = bool(restorer.descriptor.supports_half)
-    bf16 = bool(restorer.descriptor.supports_bfloat16)
-    if precision == "fp32":
-        return torch.float32
-    if precision == "auto":
-        if device.type == "cpu":
-            return torch.float32
-        if half:
-            return torch.float16
-        if bf16 and (device.type != "cuda" or torch.cuda.is_bf16_supported()):
-            return torch.bfloat16
-        return torch.float32
-    wanted, ok = (torch.float16, half) if precision == "fp16" else (torch.bfloat16, bf16)
-    if not ok:
-        log.warning("%s does not support %s; running in fp32", restorer.name, precision)
-        return torch.float32
-    return wanted
+    GFPGAN, RestoreFormer and CodeFormer as bf16-capable, not fp16-capable); an unknown
+    precision raises `FaceRestoreModelError` (see `spandrel_models.pick_dtype`)."""
+    return spandrel_models.pick_dtype(restorer.descriptor, restorer.name, precision, device,
+                                      FaceRestoreModelError, log)

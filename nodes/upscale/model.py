@@ -2,8 +2,8 @@
 
 spandrel (the loader ComfyUI itself uses) recognises the architecture from the state dict: the
 Real-ESRGAN releases (RRDBNet x4/x2, anime 6B, SRVGGNet "realesr-general"), ESRGAN, SwinIR, HAT,
-DAT, SPAN and the rest of its list. Weights are read here with safetensors or
-``torch.load(weights_only=True)``; spandrel only detects and builds the network.
+DAT, SPAN and the rest of its list. Reading, building and the dtype choice are shared with the
+face restorer in `nodes/spandrel_models.py`.
 """
 from __future__ import annotations
 
@@ -13,13 +13,12 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import model_cache, runtime
+from .. import model_cache, runtime, spandrel_models
 from ..manifest import require_model
+from ..spandrel_models import PRECISIONS, SUFFIXES
 
 FOLDER = "upscale_models"
-SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
 DEFAULT_MODEL = "realesr-general-x4v3.pth"
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 log = logging.getLogger("spinbot.upscale")
 
@@ -57,9 +56,7 @@ class Upscaler:
         return f"{self.name}: {self.architecture} x{self.scale}" + (f" ({tags})" if tags else "")
 
     def size_bytes(self) -> int:
-        model = self.descriptor.model
-        return sum(t.numel() * t.element_size()
-                   for t in [*model.parameters(), *model.buffers()])
+        return spandrel_models.descriptor_bytes(self.descriptor)
 
     def to(self, device: torch.device, dtype: torch.dtype) -> "Upscaler":
         self.descriptor.to(device=device, dtype=dtype)
@@ -87,75 +84,28 @@ def load_upscaler(name: str) -> Upscaler:
                                 modules=lambda up: [up.descriptor.model], limit=_CACHE_SIZE)
 
 
-def _read_state_dict(path: str, name: str) -> dict:
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in SUFFIXES:
-        raise UpscaleModelError(f"'{name}': unsupported file type '{ext}'; upscalers are "
-                                f"{', '.join(SUFFIXES)} files")
-    try:
-        if ext == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(path, device="cpu")
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt, truncated, TorchScript or pickled code
-        raise UpscaleModelError(
-            f"'{name}' could not be read as a model file ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else 'no details'}); re-download it") from exc
-
-
 def load_upscaler_file(path: str, name: str | None = None) -> Upscaler:
     """Load a model file with spandrel and check that it maps RGB images to RGB images."""
-    from spandrel import ImageModelDescriptor, ModelLoader, UnsupportedModelError, \
-        canonicalize_state_dict
+    from spandrel import ImageModelDescriptor
 
     name = name or os.path.basename(path)
-    raw = _read_state_dict(path, name)
-    if not isinstance(raw, dict) or not raw:
-        raise UpscaleModelError(f"'{name}' holds no state dict (got {type(raw).__name__})")
-    state_dict = canonicalize_state_dict(raw)
-    try:
-        descriptor = ModelLoader().load_from_state_dict(state_dict)
-    except UnsupportedModelError as exc:
-        raise UpscaleModelError(
+    descriptor = spandrel_models.load_descriptor(
+        path, name, UpscaleModelError, "upscalers",
+        unsupported=lambda n: (
             f"'{name}' is not an image upscaler that spandrel recognises (the file in the "
-            f"'{FOLDER}' folder holds {len(state_dict)} tensors of another kind of model). Put "
-            "an ESRGAN/Real-ESRGAN, SwinIR, HAT, DAT, SPAN or similar upscaler there") from exc
-    except Exception as exc:  # a known architecture with inconsistent tensors
-        raise UpscaleModelError(f"'{name}' looks like an upscaler but does not load "
-                                f"({type(exc).__name__}: {exc})") from exc
+            f"'{FOLDER}' folder holds {n} tensors of another kind of model). Put "
+            "an ESRGAN/Real-ESRGAN, SwinIR, HAT, DAT, SPAN or similar upscaler there"),
+        looks_like="an upscaler")
     if not isinstance(descriptor, ImageModelDescriptor):
         raise UpscaleModelError(f"'{name}' is a {descriptor.architecture.name} model "
                                 f"({descriptor.purpose}), not an image upscaler")
-    if descriptor.input_channels != 3 or descriptor.output_channels != 3:
-        raise UpscaleModelError(
-            f"'{name}' maps {descriptor.input_channels}-channel images to "
-            f"{descriptor.output_channels}-channel ones; only RGB models are supported")
-    descriptor.eval()
-    for param in descriptor.model.parameters():
-        param.requires_grad_(False)
+    spandrel_models.finish_rgb(descriptor, name, UpscaleModelError)
     return Upscaler(descriptor=descriptor, name=name, path=path)
 
 
 def pick_dtype(upscaler: Upscaler, precision: str, device: torch.device) -> torch.dtype:
     """The dtype to run in: ``auto`` is fp16 (else bf16) on GPUs where the model allows it,
-    float32 on CPU. An explicit half precision the model cannot do falls back to float32."""
-    if precision not in PRECISIONS:
-        raise UpscaleModelError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    half = bool(upscaler.descriptor.supports_half)
-    bf16 = bool(upscaler.descriptor.supports_bfloat16)
-    if precision == "fp32":
-        return torch.float32
-    if precision == "auto":
-        if device.type == "cpu":
-            return torch.float32
-        if half:
-            return torch.float16
-        if bf16 and (device.type != "cuda" or torch.cuda.is_bf16_supported()):
-            return torch.bfloat16
-        return torch.float32
-    wanted, ok = (torch.float16, half) if precision == "fp16" else (torch.bfloat16, bf16)
-    if not ok:
-        log.warning("%s does not support %s; running in fp32", upscaler.name, precision)
-        return torch.float32
-    return wanted
+    float32 on CPU. An explicit half precision the model cannot do falls back to float32;
+    an unknown precision raises `UpscaleModelError` (see `spandrel_models.pick_dtype`)."""
+    return spandrel_models.pick_dtype(upscaler.descriptor, upscaler.name, precision, device,
+                                      UpscaleModelError, log)
