@@ -15,11 +15,13 @@ import gc
 import os
 import tempfile
 import threading
-from typing import Iterable
+from typing import Callable, Iterable, TypeVar
 
 import torch
 
 from . import metrics
+
+T = TypeVar("T")
 
 try:  # ComfyUI puts these on sys.path; standalone they do not exist.
     import folder_paths as _folder_paths  # type: ignore[import-not-found]
@@ -438,6 +440,26 @@ def release_memory() -> None:
         _mm.soft_empty_cache()
     elif torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def is_oom(exc: BaseException) -> bool:
+    """Whether ``exc`` is the device running out of memory (``torch.OutOfMemoryError``, or the
+    RuntimeError text other backends raise)."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def run_or_oom(call: Callable[[], T]) -> tuple[T | None, bool]:
+    """``(call(), False)``, or ``(None, True)`` when ``call`` ran out of device memory; any
+    other error propagates. The failed call's exception (and with it the frames holding its
+    tensors) is gone when this returns, so the caller can `release_memory` and retry smaller."""
+    try:
+        return call(), False
+    except Exception as exc:
+        if not is_oom(exc):
+            raise
+    return None, True
 
 
 # --------------------------------------------------------------------------- model cache hooks

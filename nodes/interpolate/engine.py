@@ -130,11 +130,6 @@ def _dtype(device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "cuda" else torch.float32
 
 
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
-
-
 class _Interpolator:
     """Runs pairs of uint8 frames through the network: ``[P,H,W,3]`` x2 -> ``[P,m-1,H,W,3]``,
     ``batch_size`` made frames (pair x timestep) per call, halved when memory runs out."""
@@ -180,13 +175,9 @@ class _Interpolator:
             runtime.check_interrupted()
             chunk = tasks[pos:pos + self.batch]
             pick = [p for p, _ in chunk]
-            try:
-                result = self._run(first[pick], second[pick], [k / m for _, k in chunk])
-            except Exception as exc:
-                if not _is_oom(exc):
-                    raise
-                result = None
-            if result is None:  # outside the except block, so the failed step's tensors are freed
+            result, oom = runtime.run_or_oom(
+                lambda: self._run(first[pick], second[pick], [k / m for _, k in chunk]))
+            if oom:
                 runtime.release_memory()
                 if self.batch == 1:
                     raise MemoryError(

@@ -89,12 +89,6 @@ class RestoreStats:
         return "\n".join(lines)
 
 
-def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
-
 class _Runner:
     """The model on the device, run on aligned crops a few at a time."""
 
@@ -144,15 +138,8 @@ class _Runner:
         while pos < len(crops):
             runtime.check_interrupted()
             part = crops[pos:pos + self.batch]
-            try:
-                result = self._call(part)
-            except Exception as exc:
-                if not _is_oom(exc):
-                    raise
-                oom = True
-            else:
-                oom = False
-            if oom:  # outside the except block, so the failed call's tensors are freed
+            result, oom = runtime.run_or_oom(lambda: self._call(part))
+            if oom:
                 runtime.release_memory()
                 if self.batch == 1:
                     raise MediaError(f"out of memory on {self.device} restoring one "

@@ -72,12 +72,6 @@ def output_size(upscaler: Upscaler, settings: UpscaleSettings, height: int,
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
-
 def _resample(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(frames.shape[-2:]) == size:
         return frames
@@ -211,17 +205,9 @@ def upscale_stream(upscaler: Upscaler, batches: Iterable[torch.Tensor | np.ndarr
             while pos < frames:
                 runtime.check_interrupted()
                 count = min(runner.frames, frames - pos)
-                try:
-                    source = _as_bchw(batch[pos:pos + count], device)
-                    result = runner.step(source, size, seen + pos)
-                except Exception as exc:
-                    if not _is_oom(exc):
-                        raise
-                    oom = True
-                else:
-                    oom = False
-                if oom:  # outside the except block, so the failed step's tensors are freed
-                    source = result = None
+                result, oom = runtime.run_or_oom(lambda: runner.step(
+                    _as_bchw(batch[pos:pos + count], device), size, seen + pos))
+                if oom:
                     runtime.release_memory()  # returns cached blocks so the retry can use them
                     runner.shrink(height, width)
                     continue
@@ -230,7 +216,7 @@ def upscale_stream(upscaler: Upscaler, batches: Iterable[torch.Tensor | np.ndarr
                     yield result.mul(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8).cpu().numpy()
                 else:
                     yield result.to("cpu", torch.float32)
-                del source, result
+                del result
                 pos += count
                 if on_step is not None:
                     on_step(count)
