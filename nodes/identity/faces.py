@@ -20,8 +20,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from .. import model_cache, runtime
-from ..lipsync.faces import (FOLDER, Box, InsightFaceDetector, _detector_bytes, find_pack,
-                             onnx_providers)
+from ..lipsync.faces import FOLDER, Box, InsightFaceDetector, _detector_bytes, find_pack
 from ..manifest import MissingModelError, entries_for
 from ..media import MediaError
 
@@ -65,27 +64,12 @@ class InsightFaceRecognizer(InsightFaceDetector):
     the pack are skipped). Also a face detector (``detect``), so one loaded pack serves both.
     """
 
-    def __init__(self, pack_dir: str, device: str = "cpu", det_size: int = 640,
-                 det_thresh: float = 0.5):
-        try:
-            from insightface.app import FaceAnalysis
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise MediaError("face recognition needs the 'insightface' package: pip install "
-                             "insightface (see the pack's requirements.txt)") from exc
-        pack_dir = os.path.abspath(pack_dir)
-        self.name = os.path.basename(pack_dir)
-        root = os.path.dirname(os.path.dirname(pack_dir))
-        providers = onnx_providers(device)
-        try:
-            self.analysis = FaceAnalysis(name=self.name, root=root,
-                                         allowed_modules=["detection", "recognition"],
-                                         providers=providers)
-        except AssertionError as exc:  # insightface asserts that a detection model was found
-            raise MediaError(f"the insightface pack '{self.name}' ({pack_dir}) has no face "
-                             "detection model (such as det_10g.onnx)") from exc
-        except Exception as exc:  # noqa: BLE001 - a corrupt or foreign ONNX file
-            raise MediaError(f"the insightface pack '{self.name}' ({pack_dir}) could not be "
-                             f"loaded: {type(exc).__name__}: {exc}") from exc
+    MODULES = ("detection", "recognition")
+    PURPOSE = "face recognition"
+
+    def _check_models(self) -> None:
+        """A pack with a detector but no ArcFace model raises MissingModelError naming the
+        files the full pack has."""
         if "recognition" not in self.analysis.models:
             rel = f"models/{self.name}"
             known = entries_for(FOLDER, rel)
@@ -94,8 +78,6 @@ class InsightFaceRecognizer(InsightFaceDetector):
                 source=(known.url or known.source) if known else None,
                 hint=f"the pack '{self.name}' has a face detector but no ArcFace recognition "
                      "model; face similarity needs the full pack (buffalo_l has w600k_r50.onnx)")
-        ctx_id = 0 if providers[0] == "CUDAExecutionProvider" else -1
-        self.analysis.prepare(ctx_id=ctx_id, det_thresh=det_thresh, det_size=(det_size, det_size))
 
     def _detections(self, frame: np.ndarray) -> tuple[np.ndarray, list]:
         """BGR frame and insightface ``Face`` objects (box, score, keypoints) of its faces."""

@@ -5,20 +5,12 @@ import numpy as np
 import torch
 
 from .. import runtime
-from ..lipsync.faces import DEFAULT_PACK, find_pack, list_detector_packs
+from ..lipsync.faces import DEFAULT_PACK, list_detector_packs, pack_identity
 from ..media import MediaError
 from .dataset import SEVERAL_FACES
 from .faces import face_similarity, load_recognizer
 
 CATEGORY = "SpinBot/identity"
-
-
-def _pack_identity(pack: str) -> list:
-    """The pack's name and content stamp (its files), so a replaced pack re-runs the node."""
-    try:
-        return [pack, runtime.file_stamp(find_pack(pack))]
-    except FileNotFoundError:
-        return [pack]
 
 
 def _frames(images: torch.Tensor, what: str) -> list[np.ndarray]:
@@ -77,7 +69,7 @@ class SpinBotFaceSimilarity:
     @classmethod
     def IS_CHANGED(cls, face_pack: str = "", **_inputs):
         # The result depends on the pack's files, not only its name.
-        return repr(_pack_identity(face_pack))
+        return repr(pack_identity(face_pack))
 
     def compare(self, image_a: torch.Tensor, face_pack: str,
                 image_b: torch.Tensor | None = None):
@@ -228,7 +220,7 @@ class SpinBotTrainIdentityLoRA:
 
         from .dataset import IdentityDataError, _photo_folder
 
-        parts = [repr(_pack_identity(face_pack))]
+        parts = [repr(pack_identity(face_pack))]
         if photo_folder and photo_folder.strip():
             try:
                 parts.append(runtime.file_stamp(_photo_folder(photo_folder.strip())[1]))

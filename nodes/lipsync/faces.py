@@ -67,6 +67,15 @@ def find_pack(name: str) -> str:
                             hint="unzip the pack so its .onnx files sit in that folder")
 
 
+def pack_identity(pack: str) -> list:
+    """The pack's name and content stamp (its files), so a node's cache key changes when the
+    pack is replaced; the name alone when it is not installed (the node then fails naming it)."""
+    try:
+        return [pack, runtime.file_stamp(find_pack(pack))]
+    except FileNotFoundError:
+        return [pack]
+
+
 def onnx_providers(device: str) -> list[str]:
     """CUDA for the detector when the model runs on a GPU and onnxruntime has it, else CPU."""
     import onnxruntime
@@ -85,19 +94,25 @@ class InsightFaceDetector:
     which is where insightface looks, so it finds the files and never downloads.
     """
 
+    # The pack's models to load and what the node needs insightface for (in the error when it
+    # is not installed); a subclass that also embeds faces widens both.
+    MODULES: tuple[str, ...] = ("detection",)
+    PURPOSE = "face detection"
+
     def __init__(self, pack_dir: str, device: str = "cpu", det_size: int = 640,
                  det_thresh: float = 0.5):
         try:
             from insightface.app import FaceAnalysis
         except ImportError as exc:  # pragma: no cover - depends on the install
-            raise MediaError("face detection needs the 'insightface' package: pip install "
+            raise MediaError(f"{self.PURPOSE} needs the 'insightface' package: pip install "
                              "insightface (see the pack's requirements.txt)") from exc
         pack_dir = os.path.abspath(pack_dir)
         self.name = os.path.basename(pack_dir)
         root = os.path.dirname(os.path.dirname(pack_dir))
         providers = onnx_providers(device)
         try:
-            self.analysis = FaceAnalysis(name=self.name, root=root, allowed_modules=["detection"],
+            self.analysis = FaceAnalysis(name=self.name, root=root,
+                                         allowed_modules=list(self.MODULES),
                                          providers=providers)
         except AssertionError as exc:  # insightface asserts that a detection model was found
             raise MediaError(f"the insightface pack '{self.name}' ({pack_dir}) has no face "
@@ -105,8 +120,13 @@ class InsightFaceDetector:
         except Exception as exc:  # noqa: BLE001 - a corrupt or foreign ONNX file
             raise MediaError(f"the insightface pack '{self.name}' ({pack_dir}) could not be "
                              f"loaded: {type(exc).__name__}: {exc}") from exc
+        self._check_models()
         ctx_id = 0 if providers[0] == "CUDAExecutionProvider" else -1
         self.analysis.prepare(ctx_id=ctx_id, det_thresh=det_thresh, det_size=(det_size, det_size))
+
+    def _check_models(self) -> None:
+        """Raise when the loaded pack lacks a model this class needs (the detector's absence
+        is insightface's own AssertionError above)."""
 
     def detect(self, frame: np.ndarray) -> list[Box]:
         # insightface follows OpenCV: BGR frames (its blob step swaps them back to RGB).

@@ -9,7 +9,8 @@ from ..media import MediaError
 from ..video.load import VIDEO_INPUT, as_spinbot_video
 from ..video.store import SpinBotVideo, load_video
 from .engine import LOOP_MODES, FrameSource, LipSyncSettings, get_wav2lip, lip_sync, video_key
-from .faces import DEFAULT_PACK, NO_FACE_POLICIES, Pads, find_pack, list_detector_packs, load_detector
+from .faces import (DEFAULT_PACK, NO_FACE_POLICIES, Pads, find_pack, list_detector_packs,
+                    load_detector, pack_identity)
 from .paste import RESIZE_MODES, MouthRegion
 
 VIDEO = "SPINBOT_VIDEO"
@@ -29,14 +30,6 @@ def _upscale_choices() -> list[str]:
     from ..upscale.model import list_upscalers
 
     return [*RESIZE_MODES, *list_upscalers()]
-
-
-def _pack_identity(pack: str) -> list:
-    try:
-        path = find_pack(pack)
-    except FileNotFoundError:
-        return [pack]
-    return [pack, runtime.file_stamp(path)]
 
 
 def _crop_upscaler_identity(crop_upscale: str) -> str:
@@ -156,7 +149,7 @@ class SpinBotWav2Lip:
                    **_inputs):
         # The result depends on the files' content, not just their names: the Wav2Lip file, the
         # detector pack and the crop upscaler's file.
-        return repr((runtime.model_stamp(FOLDER, model_name), _pack_identity(face_detector),
+        return repr((runtime.model_stamp(FOLDER, model_name), pack_identity(face_detector),
                      _crop_upscaler_identity(crop_upscale)))
 
     def lipsync(self, model_name: str, face_detector: str, audio: dict, fps: float,
@@ -180,7 +173,7 @@ class SpinBotWav2Lip:
         find_pack(face_detector)  # a missing pack fails before any work, naming the folder
         key = video_key(source, audio, settings,
                         [runtime.file_stamp(model_path), _crop_upscaler_identity(crop_upscale)],
-                        _pack_identity(face_detector))
+                        pack_identity(face_detector))
         existing = load_video(key)  # the same inputs were lip-synced before (a re-queue)
         if existing is not None:
             return (existing,)

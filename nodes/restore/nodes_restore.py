@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 
 from .. import runtime
-from ..lipsync.faces import DEFAULT_PACK, find_pack, list_detector_packs, load_detector
+from ..lipsync.faces import (DEFAULT_PACK, find_pack, list_detector_packs, load_detector,
+                             pack_identity)
 from ..media import MediaError
 from ..video.store import SpinBotVideo
 from .model import DEFAULT_MODEL, FOLDER, PRECISIONS, list_restorers, load_restorer, pick_dtype
@@ -24,14 +25,6 @@ def _model_choices() -> list[str]:
     # An empty dropdown cannot be saved in a workflow: offer the recommended file, whose absence
     # then gives an error saying where to put it and where to download it.
     return list_restorers() or [DEFAULT_MODEL]
-
-
-def _pack_identity(pack: str) -> list:
-    try:
-        path = find_pack(pack)
-    except FileNotFoundError:
-        return [pack]
-    return [pack, runtime.file_stamp(path)]
 
 
 def _as_video(value) -> SpinBotVideo | None:
@@ -141,7 +134,7 @@ class SpinBotFaceRestore:
     def IS_CHANGED(cls, face_detector: str = "", **_inputs):
         # The model's file stamp travels in its ModelRef key; the detector pack is a name here,
         # so a replaced pack must change the cache key itself.
-        return repr(_pack_identity(face_detector))
+        return repr(pack_identity(face_detector))
 
     def restore(self, face_restore_model, face_detector: str, strength: float,
                 only_largest_face: bool, codeformer_fidelity: float, precision: str,
@@ -170,7 +163,7 @@ class SpinBotFaceRestore:
             out_images = restore_images(restorer, detector, images, settings, stats, device)
         if video is not None:
             out_video, reused = restore_video(restorer, detector, video, settings, stats,
-                                              _pack_identity(face_detector), device)
+                                              pack_identity(face_detector), device)
             if reused:
                 lines.append("video: strength 0, the input video is passed on" if
                              settings.strength <= 0 else "video: reused the finished result "
