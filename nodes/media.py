@@ -354,8 +354,11 @@ def normalize_loudness(wave: torch.Tensor, rate: int, target_lufs: float,
             f"gain {gain_db:+.1f} dB{note})")
 
 
-def limit_peaks(samples: np.ndarray, rate: int, ceiling: float) -> np.ndarray:
-    """ffmpeg's alimiter over ``[C,T]`` float samples, output aligned with the input."""
+def filter_audio(samples: np.ndarray, rate: int, name: str, args: str) -> np.ndarray:
+    """``[C,T]`` float samples (C 1 or 2) at ``rate`` Hz through one ffmpeg audio filter
+    ``name`` with options ``args`` (PyAV's filter graph, pushed in 16384-sample blocks and
+    drained as it goes) -> float32 ``[C,T']``; ``T'`` is whatever the filter made (trim or pad
+    it yourself). An ``aformat`` after the filter converts its output to planar float."""
     import av
     from fractions import Fraction
 
@@ -363,10 +366,10 @@ def limit_peaks(samples: np.ndarray, rate: int, ceiling: float) -> np.ndarray:
     layout = "mono" if channels == 1 else "stereo"
     graph = av.filter.Graph()
     source = graph.add_abuffer(format="fltp", sample_rate=rate, layout=layout, time_base=f"1/{rate}")
-    limiter = graph.add("alimiter", f"limit={ceiling:.6f}:attack=5:release=50:level=disabled:latency=1")
-    planar = graph.add("aformat", "sample_fmts=fltp")  # alimiter emits packed doubles
-    source.link_to(limiter)
-    limiter.link_to(planar)
+    effect = graph.add(name, args)
+    planar = graph.add("aformat", "sample_fmts=fltp")  # e.g. alimiter emits packed doubles
+    source.link_to(effect)
+    effect.link_to(planar)
     planar.link_to(graph.add("abuffersink"))
     graph.configure()
     pieces: list[np.ndarray] = []
@@ -388,5 +391,13 @@ def limit_peaks(samples: np.ndarray, rate: int, ceiling: float) -> np.ndarray:
         drain()
     graph.push(None)
     drain()
-    out = np.concatenate(pieces, axis=1)[:, :samples.shape[1]]
-    return np.clip(out, -ceiling, ceiling)
+    if not pieces:
+        return np.zeros((channels, 0), np.float32)
+    return np.ascontiguousarray(np.concatenate(pieces, axis=1), dtype=np.float32)
+
+
+def limit_peaks(samples: np.ndarray, rate: int, ceiling: float) -> np.ndarray:
+    """ffmpeg's alimiter over ``[C,T]`` float samples, output aligned with the input."""
+    out = filter_audio(samples, rate, "alimiter",
+                       f"limit={ceiling:.6f}:attack=5:release=50:level=disabled:latency=1")
+    return np.clip(out[:, :samples.shape[1]], -ceiling, ceiling)

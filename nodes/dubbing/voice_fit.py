@@ -34,14 +34,13 @@ import math
 import os
 import tempfile
 from dataclasses import dataclass, field, replace
-from fractions import Fraction
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from .. import runtime
-from ..media import MediaError, check_audio, make_audio, mix_channels, resample
+from ..media import MediaError, check_audio, filter_audio, make_audio, mix_channels, resample
 from ..script.segments import Segment
 from ..video.store import content_key
 from ..voice import engine
@@ -159,43 +158,14 @@ def atempo(wave: np.ndarray, rate: int, factor: float) -> np.ndarray:
     ``atempo`` filter (WSOLA) through PyAV. Output length is ``T / factor`` give or take a few
     ms (trimmed or padded to exactly ``round(T / factor)``). ``factor`` must lie in 0.5..2 (the
     range one atempo instance handles in every ffmpeg version); raises ValueError otherwise."""
-    import av
-
     factor = float(factor)
     if not (math.isfinite(factor) and 0.5 <= factor <= 2.0):
         raise ValueError(f"tempo factor {factor} outside 0.5..2")
     want = int(round(len(wave) / factor))
     if len(wave) == 0:
         return np.zeros(0, np.float32)
-    graph = av.filter.Graph()
-    source = graph.add_abuffer(format="fltp", sample_rate=rate, layout="mono",
-                               time_base=f"1/{rate}")
-    tempo = graph.add("atempo", f"tempo={factor:.6f}")
-    planar = graph.add("aformat", "sample_fmts=fltp")
-    source.link_to(tempo)
-    tempo.link_to(planar)
-    planar.link_to(graph.add("abuffersink"))
-    graph.configure()
-    pieces: list[np.ndarray] = []
-
-    def drain() -> None:
-        while True:
-            try:
-                pieces.append(graph.pull().to_ndarray()[0])
-            except (av.BlockingIOError, av.EOFError):
-                return
-
-    block = 1 << 14
-    for start in range(0, len(wave), block):
-        frame = av.AudioFrame.from_ndarray(
-            np.ascontiguousarray(wave[None, start:start + block], dtype=np.float32),
-            format="fltp", layout="mono")
-        frame.sample_rate, frame.pts, frame.time_base = rate, start, Fraction(1, rate)
-        graph.push(frame)
-        drain()
-    graph.push(None)
-    drain()
-    out = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+    out = filter_audio(np.asarray(wave, np.float32)[None], rate, "atempo",
+                       f"tempo={factor:.6f}")[0]
     if len(out) < want:
         out = np.pad(out, (0, want - len(out)))
     return np.ascontiguousarray(out[:want], dtype=np.float32)

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageColor, ImageDraw, ImageFilter, ImageFont
 
 from .. import runtime
-from ..script.burn_in import _has_glyph
+from ..script.burn_in import drop_unglyphed
 from ..script.subtitles import wrap_text
 from ..text_filters import remove_emoji
 
@@ -112,9 +112,7 @@ def drawable_text(text: str, font: ImageFont.FreeTypeFont) -> tuple[str, bool, t
     lines = [line if line.replace(_JOINERS, "").strip() else "" for line in lines]
     kept = [remove_emoji(line) for line in lines]
     had_emoji = kept != lines
-    missing = tuple(dict.fromkeys(c for line in kept for c in line if not _has_glyph(font, c)))
-    if missing:
-        kept = [" ".join("".join(c for c in line if c not in missing).split()) for line in kept]
+    kept, missing = drop_unglyphed(kept, font)
     return "\n".join(kept), had_emoji, missing
 
 

@@ -78,6 +78,16 @@ def _has_glyph(font: ImageFont.FreeTypeFont, char: str) -> bool:
     return not (mask.size == notdef.size and bytes(mask) == bytes(notdef))
 
 
+def drop_unglyphed(lines: list[str], font: ImageFont.FreeTypeFont
+                   ) -> tuple[list[str], tuple[str, ...]]:
+    """``lines`` without the characters ``font`` has no glyph for (`_has_glyph`; the spaces
+    left around them merged), and those characters in order of first appearance."""
+    missing = tuple(dict.fromkeys(c for line in lines for c in line if not _has_glyph(font, c)))
+    if missing:
+        lines = [" ".join("".join(c for c in line if c not in missing).split()) for line in lines]
+    return lines, missing
+
+
 def _drawable(text: str, font: ImageFont.FreeTypeFont) -> tuple[str, bool, tuple[str, ...]]:
     """``text`` as it can be burned in with ``font``: emoji removed (`voice.text.spoken_text`,
     the pack's one emoji filter; no subtitle font draws colour emoji), then every character the
@@ -86,9 +96,7 @@ def _drawable(text: str, font: ImageFont.FreeTypeFont) -> tuple[str, bool, tuple
     lines = text.split("\n")
     kept = [spoken_text(line) for line in lines]
     had_emoji = kept != lines
-    missing = tuple(dict.fromkeys(c for line in kept for c in line if not _has_glyph(font, c)))
-    if missing:
-        kept = [" ".join("".join(c for c in line if c not in missing).split()) for line in kept]
+    kept, missing = drop_unglyphed(kept, font)
     return "\n".join(kept), had_emoji, missing
 
 
