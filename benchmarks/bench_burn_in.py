@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -27,6 +26,7 @@ def main() -> None:
     width, height = (int(v) for v in args.size.split("x"))
 
     sys.path.insert(0, ROOT)
+    from benchmarks.timing import time_chunks
     from tests._pack import load_pack
 
     load_pack()
@@ -42,10 +42,7 @@ def main() -> None:
     frames = np.random.default_rng(0).integers(0, 256, (args.frames, height, width, 3), np.uint8)
 
     def run(fn) -> float:
-        t0 = time.perf_counter()
-        for a in range(0, args.frames, args.chunk):
-            fn(frames[a:a + args.chunk], a)
-        return time.perf_counter() - t0
+        return time_chunks(frames, args.chunk, fn)
 
     copy_s = run(lambda batch, _a: batch.copy())
     burn_s = run(lambda batch, a: burn_subtitles(batch, a, args.fps, cues))

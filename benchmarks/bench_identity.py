@@ -141,11 +141,7 @@ def main() -> None:
     parser.add_argument("--gpu-only", action="store_true")
     parser.add_argument("--only", choices=["sd15", "sdxl_base"], help="one full-size model")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if not args.gpu_only:
-        cpu_section(args)
-    gpu_section(args)
+    full_size.run_sections(args, cpu_section, gpu_section)
 
 
 if __name__ == "__main__":

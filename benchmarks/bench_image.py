@@ -204,11 +204,7 @@ def main() -> None:
     parser.add_argument("--full-steps", type=int, default=0,
                         help="steps of the full-size section (default: --steps)")
     args = parser.parse_args()
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    if not args.gpu_only:
-        cpu_section(args)
-    gpu_section(args)
+    full_size.run_sections(args, cpu_section, gpu_section)
 
 
 if __name__ == "__main__":

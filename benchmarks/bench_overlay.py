@@ -46,6 +46,7 @@ def main() -> None:
 def _bench(args: argparse.Namespace, width: int, height: int) -> None:
 
     sys.path.insert(0, ROOT)
+    from benchmarks.timing import time_chunks
     from tests._pack import load_pack
 
     load_pack()
@@ -62,10 +63,7 @@ def _bench(args: argparse.Namespace, width: int, height: int) -> None:
     fading = sum(1 for i in range(args.frames) if event.opacity(i) < 1.0)
 
     def run(fn) -> float:
-        t0 = time.perf_counter()
-        for a in range(0, args.frames, args.chunk):
-            fn(frames[a:a + args.chunk], a)
-        return time.perf_counter() - t0
+        return time_chunks(frames, args.chunk, fn)
 
     copy_s = run(lambda batch, _a: batch.copy())
     blend_s = run(lambda batch, a: ov.overlay_frames(batch, a, [event]))

@@ -40,3 +40,13 @@ def peak(device: str) -> int:
             return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
     except (OSError, StopIteration):
         return 0
+
+
+def run_sections(args, cpu_section, gpu_section) -> None:
+    """A benchmark's main after parsing: ``--threads`` (> 0) CPU threads for torch, the CPU
+    section unless ``--gpu-only``, then the full-size section."""
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if not args.gpu_only:
+        cpu_section(args)
+    gpu_section(args)
