@@ -10,12 +10,37 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+@dataclass
+class SpandrelModel:
+    """A network spandrel built from a file: its descriptor, the file's name and path."""
+
+    descriptor: "object"  # spandrel.ImageModelDescriptor (import kept lazy)
+    name: str
+    path: str
+
+    @property
+    def architecture(self) -> str:
+        return str(self.descriptor.architecture.name)
+
+    def size_bytes(self) -> int:
+        """Bytes held by the network's parameters and buffers."""
+        model = self.descriptor.model
+        return sum(t.numel() * t.element_size()
+                   for t in [*model.parameters(), *model.buffers()])
+
+    def to(self, device: torch.device, dtype: torch.dtype):
+        """Move the network to ``device`` in ``dtype``; returns self."""
+        self.descriptor.to(device=device, dtype=dtype)
+        return self
 
 
 def read_state_dict(path: str, name: str, error: type[Exception], kind: str) -> dict:
@@ -67,12 +92,6 @@ def finish_rgb(descriptor: "object", name: str, error: type[Exception]) -> None:
     descriptor.eval()
     for param in descriptor.model.parameters():
         param.requires_grad_(False)
-
-
-def descriptor_bytes(descriptor: "object") -> int:
-    """Bytes held by the network's parameters and buffers."""
-    model = descriptor.model
-    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
 
 
 def pick_dtype(descriptor: "object", name: str, precision: str, device: torch.device,

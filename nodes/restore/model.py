@@ -53,26 +53,11 @@ def _install_extra_arches() -> bool:
 
 
 @dataclass
-class FaceRestorer:
+class FaceRestorer(spandrel_models.SpandrelModel):
     """A loaded face restoration model."""
-
-    descriptor: "object"  # spandrel.ImageModelDescriptor (import kept lazy)
-    name: str
-    path: str
-
-    @property
-    def architecture(self) -> str:
-        return str(self.descriptor.architecture.name)
 
     def describe(self) -> str:
         return f"{self.name}: {self.architecture} ({FACE_SIZE}x{FACE_SIZE} aligned faces, x1)"
-
-    def size_bytes(self) -> int:
-        return spandrel_models.descriptor_bytes(self.descriptor)
-
-    def to(self, device: torch.device, dtype: torch.dtype) -> "FaceRestorer":
-        self.descriptor.to(device=device, dtype=dtype)
-        return self
 
     def forward(self, faces: torch.Tensor, fidelity: float = 0.5) -> torch.Tensor:
         """Aligned faces ``[B,3,512,512]`` in 0..1 (the model's device and dtype) -> restored

@@ -28,12 +28,8 @@ class UpscaleModelError(ValueError):
 
 
 @dataclass
-class Upscaler:
+class Upscaler(spandrel_models.SpandrelModel):
     """A loaded image-to-image model and what the tiler needs to know about it."""
-
-    descriptor: "object"  # spandrel.ImageModelDescriptor (import kept lazy)
-    name: str
-    path: str
 
     @property
     def scale(self) -> int:
@@ -47,20 +43,9 @@ class Upscaler:
     def minimum_size(self) -> int:
         return int(self.descriptor.size_requirements.minimum)
 
-    @property
-    def architecture(self) -> str:
-        return str(self.descriptor.architecture.name)
-
     def describe(self) -> str:
         tags = ", ".join(self.descriptor.tags)
         return f"{self.name}: {self.architecture} x{self.scale}" + (f" ({tags})" if tags else "")
-
-    def size_bytes(self) -> int:
-        return spandrel_models.descriptor_bytes(self.descriptor)
-
-    def to(self, device: torch.device, dtype: torch.dtype) -> "Upscaler":
-        self.descriptor.to(device=device, dtype=dtype)
-        return self
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """``[B,3,H,W]`` in 0..1 (the model's device and dtype) -> ``[B,3,H*s,W*s]`` in 0..1."""
