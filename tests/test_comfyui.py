@@ -12,29 +12,24 @@ from PIL import Image
 
 import spinbot
 from tests._pack import ROOT
+from tests.comfyui_fixture import COMFYUI_PATH, comfyui_marks, serve
 from tests.media import astronaut, speech_wav, tone, write_wav
 from tests.mp4probe import probe, workflow_from
 from tests.workflow_tools import load_json, validate_api, validate_ui
 
-COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
-pytestmark = [pytest.mark.comfyui,
-              pytest.mark.skipif(not COMFYUI_PATH, reason="COMFYUI_PATH is not set")]
+pytestmark = comfyui_marks()
 
 
 @pytest.fixture(scope="module")
 def comfy(tmp_path_factory):
-    from tests import factory, factory_restore
-    from tests.comfyui_server import ComfyUI
+    from tests import factory_restore
 
-    base = tmp_path_factory.mktemp("comfy")
-    factory.build(base / "models")  # the tiny model folder, as `python -m tests.factory` installs it
-    # the dubbing workflow's GFPGANv1.4.pth: spandrel takes it only at full size (random, 349 MB),
-    # so the factory leaves it out; here the shipped files must validate and load as they are
-    factory_restore.write_gfpgan(base / "models" / "facerestore_models")
-    server = ComfyUI(COMFYUI_PATH, str(base))
-    server.skip_first_visit()
-    yield server
-    server.stop()
+    # the tiny model folder, as `python -m tests.factory` installs it, and the dubbing
+    # workflow's GFPGANv1.4.pth: spandrel takes it only at full size (random, 349 MB), so the
+    # factory leaves it out; here the shipped files must validate and load as they are
+    yield from serve(tmp_path_factory, "comfy", models=True, skip_first_visit=True,
+                     prepare=lambda base: factory_restore.write_gfpgan(
+                         base / "models" / "facerestore_models"))
 
 
 def test_pack_loads_without_import_errors(comfy):

@@ -13,23 +13,15 @@ import time
 import pytest
 from PIL import Image
 
+from tests.comfyui_fixture import COMFYUI_PATH, comfyui_marks, serve
 from tests.media import astronaut
 
-COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
-pytestmark = [pytest.mark.comfyui,
-              pytest.mark.skipif(not COMFYUI_PATH, reason="COMFYUI_PATH is not set")]
+pytestmark = comfyui_marks()
 
 
 @pytest.fixture(scope="module")
 def comfy(tmp_path_factory):
-    from tests import factory
-    from tests.comfyui_server import ComfyUI
-
-    base = tmp_path_factory.mktemp("comfy_memory")
-    factory.build(base / "models")
-    server = ComfyUI(COMFYUI_PATH, str(base))
-    yield server
-    server.stop()
+    yield from serve(tmp_path_factory, "comfy_memory", models=True)
 
 
 def _resident(comfy) -> list[dict]:

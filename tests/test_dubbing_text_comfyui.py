@@ -7,27 +7,20 @@ Skipped unless COMFYUI_PATH points at a ComfyUI checkout (see README).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 
 import numpy as np
 import pytest
 
-from tests import factory
+from tests.comfyui_fixture import comfyui_marks, serve
 from tests.factory_dubbing import NLLB_DIR, WHISPER_DIR
 from tests.media import write_wav
 
-COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
-pytestmark = [pytest.mark.comfyui,
-              pytest.mark.skipif(not COMFYUI_PATH, reason="COMFYUI_PATH is not set")]
+pytestmark = comfyui_marks()
 
 
-@pytest.fixture(scope="module")
-def comfy(tmp_path_factory):
-    from tests.comfyui_server import ComfyUI
-
-    base = tmp_path_factory.mktemp("comfy")
-    factory.build(base / "models", only=["whisper", "translation"])
+def _write_talk(base) -> None:
+    """A 3 s 32x32 grey clip whose audio is 2.4 s of speech-like noise (silent ends)."""
     (base / "input").mkdir()
     rng = np.random.default_rng(3)
     t = np.arange(3 * 16000) / 16000
@@ -38,9 +31,12 @@ def comfy(tmp_path_factory):
                     "color=c=gray:s=32x32:r=10:d=3", "-i", wav, "-shortest", "-c:v", "libx264",
                     "-pix_fmt", "yuv420p", "-c:a", "aac", str(base / "input" / "talk.mp4")],
                    check=True)
-    server = ComfyUI(COMFYUI_PATH, str(base))
-    yield server
-    server.stop()
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory):
+    yield from serve(tmp_path_factory, "comfy", models=["whisper", "translation"],
+                     prepare=_write_talk)
 
 
 def test_object_info_lists_models_and_languages(comfy):

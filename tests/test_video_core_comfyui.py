@@ -16,24 +16,21 @@ import shutil
 import av
 import pytest
 
+from tests.comfyui_fixture import comfyui_marks, serve
 from tests.test_video_load import H, W, index_of, write_video
 
-COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
-pytestmark = [pytest.mark.comfyui,
-              pytest.mark.skipif(not COMFYUI_PATH, reason="COMFYUI_PATH is not set")]
+pytestmark = comfyui_marks()
+
+
+def _write_inputs(base) -> None:
+    os.makedirs(os.path.join(base, "input"), exist_ok=True)
+    write_video(os.path.join(base, "input", "clip.mp4"), 30, fps=25, audio=(44100, 2))
 
 
 @pytest.fixture(scope="module")
 def comfy(tmp_path_factory):
-    from tests.comfyui_server import ComfyUI
-
-    base = tmp_path_factory.mktemp("comfy_video")
-    server = ComfyUI(COMFYUI_PATH, str(base))
-    server.skip_first_visit()
-    inputs = os.path.join(server.base_dir, "input")
-    write_video(os.path.join(inputs, "clip.mp4"), 30, fps=25, audio=(44100, 2))
-    yield server
-    server.stop()
+    yield from serve(tmp_path_factory, "comfy_video", prepare=_write_inputs,
+                     skip_first_visit=True)
 
 
 def _decode(path: str) -> tuple[list[int], float, int]:
