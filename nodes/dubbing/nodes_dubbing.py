@@ -4,6 +4,7 @@ from __future__ import annotations
 from .. import runtime
 from ..media import MediaError, check_audio
 from ..script.segments import SEGMENTS_TYPE, coerce_segments
+from ..video.load import VIDEO_INPUT, as_spinbot_video
 from ..voice import engine as voice_engine, nodes_voice, profiles
 from . import background, languages, transcribe, translate, voice_fit
 
@@ -199,8 +200,6 @@ FROM_TRANSCRIPTION = "from transcription"
 
 def _video_audio(video) -> dict:
     """The audio of a SPINBOT_VIDEO or a core VIDEO (stored through the video stage's loader)."""
-    from ..video.load import as_spinbot_video
-
     video = as_spinbot_video(video, "SpinBot Transcribe: video")
     if video.audio is None:
         raise transcribe.TranscribeError("SpinBot Transcribe: the video has no audio track, so "
@@ -247,7 +246,7 @@ class SpinBotTranscribe:
             },
             "optional": {
                 "audio": ("AUDIO", {"tooltip": "Speech to transcribe (any rate and channels)."}),
-                "video": ("SPINBOT_VIDEO,VIDEO", {"tooltip": "A video (SpinBot or core "
+                "video": (VIDEO_INPUT, {"tooltip": "A video (SpinBot or core "
                           "VIDEO) whose sound is transcribed (used when no audio is "
                           "connected)."}),
             },

@@ -7,13 +7,11 @@ from .. import runtime
 from ..lipsync.faces import (DEFAULT_PACK, find_pack, list_detector_packs, load_detector,
                              pack_identity)
 from ..media import MediaError
-from ..video.store import SpinBotVideo
+from ..video.load import VIDEO_INPUT, as_spinbot_video
 from .model import DEFAULT_MODEL, FOLDER, PRECISIONS, list_restorers, load_restorer, pick_dtype
 from .restore import RestoreSettings, RestoreStats, restore_images, restore_video
 
 VIDEO = "SPINBOT_VIDEO"
-# The video stage's input type (nodes/video/load.py VIDEO_INPUT): a SpinBot video or core VIDEO.
-VIDEO_IN = "SPINBOT_VIDEO,VIDEO"
 RESTORER = "SPINBOT_FACE_RESTORE_MODEL"
 CATEGORY = "SpinBot/restore"
 # Frame rate of the video output made from an IMAGE input, which carries none (SpinBot Upscale's).
@@ -25,15 +23,6 @@ def _model_choices() -> list[str]:
     # An empty dropdown cannot be saved in a workflow: offer the recommended file, whose absence
     # then gives an error saying where to put it and where to download it.
     return list_restorers() or [DEFAULT_MODEL]
-
-
-def _as_video(value) -> SpinBotVideo | None:
-    """A SPINBOT_VIDEO, or a core VIDEO streamed into one by the video stage's converter."""
-    if value is None or isinstance(value, SpinBotVideo):
-        return value
-    from ..video.load import as_spinbot_video
-
-    return as_spinbot_video(value, "video")
 
 
 class SpinBotFaceRestoreModel:
@@ -124,9 +113,9 @@ class SpinBotFaceRestore:
             "optional": {
                 "images": ("IMAGE", {"tooltip": "Frames to restore, [B,H,W,C]. Connect this "
                                                 "or 'video'."}),
-                "video": (VIDEO_IN, {"tooltip": "A SpinBot video (or a core VIDEO) to restore "
-                                             "from disk, chunk by chunk. Connect this or "
-                                             "'images'."}),
+                "video": (VIDEO_INPUT, {"tooltip": "A SpinBot video (or a core VIDEO) to "
+                                                "restore from disk, chunk by chunk. Connect "
+                                                "this or 'images'."}),
             },
         }
 
@@ -142,7 +131,7 @@ class SpinBotFaceRestore:
         from .. import model_cache
         from ..upscale.nodes_upscale import images_as_video
 
-        video = _as_video(video)
+        video = as_spinbot_video(video)
         if images is None and video is None:
             raise MediaError("SpinBot Face Restore: connect 'images' or 'video'")
         settings = RestoreSettings(strength=float(strength),
