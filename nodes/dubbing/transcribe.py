@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 from .. import model_cache, runtime
+from ..atomic import atomic_path
 from ..manifest import require_model
 from ..media import check_audio, mix_channels, resample
 from ..script.segments import Segment
@@ -229,15 +229,9 @@ def cache_save(key: str, data: dict) -> None:
     """Atomic: a temp file renamed into place, so Cancel or a crash never leaves half a file.
     Over CACHE_MAX_FILES the least recently used go."""
     folder = cache_dir()
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-        os.replace(tmp, os.path.join(folder, key + ".json"))
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(os.path.join(folder, key + ".json")) as tmp, \
+            open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f)
     names = [n for n in os.listdir(folder) if n.endswith(".json") and not n.startswith(".tmp-")]
     if len(names) <= CACHE_MAX_FILES:
         return

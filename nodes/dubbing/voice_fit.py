@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
@@ -40,6 +39,7 @@ import numpy as np
 import torch
 
 from .. import runtime
+from ..atomic import atomic_path
 from ..media import MediaError, check_audio, filter_audio, make_audio, mix_channels, resample
 from ..script.segments import Segment
 from ..video.store import content_key
@@ -311,15 +311,8 @@ def _cache_load(key: str) -> np.ndarray | None:
 def _cache_save(key: str, wave: np.ndarray) -> None:
     """Atomic: a temp file renamed into place, so Cancel or a crash never leaves half a file."""
     folder = _cache_dir()
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, np.ascontiguousarray(wave, dtype=np.float32), allow_pickle=False)
-        os.replace(tmp, os.path.join(folder, key + ".npy"))
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(os.path.join(folder, key + ".npy")) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.ascontiguousarray(wave, dtype=np.float32), allow_pickle=False)
     entries = []
     for name in os.listdir(folder):
         if name.endswith(".npy") and not name.startswith(".tmp-"):

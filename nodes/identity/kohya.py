@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from ..atomic import atomic_path
+
 PREFIXES = {"unet": "lora_unet_", "text_encoder": "lora_te_", "text_encoder_2": "lora_te2_"}
 SDXL_TE1 = "lora_te1_"
 # sd-scripts' ss_base_model_version values and Stability model-spec architectures.
@@ -122,13 +124,8 @@ def save(path: str, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> s
     from safetensors.torch import save_file
 
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.part"
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from .. import model_cache, runtime
+from ..atomic import atomic_path
 from ..image.checkpoint import ImageModel, offload_all, pipeline_modules, rebuild_pipeline
 from ..image.lora import share_clone
 from . import kohya
@@ -508,21 +509,15 @@ def model_identity(model: ImageModel) -> str:
 
 
 def _atomic_torch_save(obj, path: str) -> None:
-    tmp = f"{path}.{os.getpid()}.part"
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _save_png(image: np.ndarray, path: str) -> None:
     from PIL import Image
 
-    tmp = f"{path}.part"
-    Image.fromarray(image).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
 
 
 def _load_png(path: str) -> np.ndarray:
@@ -670,9 +665,7 @@ def _checkpoint(trainer: LoRATrainer, settings: TrainSettings, run_dir: str,
     table[:] = [r for r in table if r.step != step] + [row]
     table.sort(key=lambda r: r.step)
     # state last: a crash between the files leaves the previous state, which is still valid
-    tmp = table_path + ".part"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_path(table_path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump([asdict(r) for r in table], f, indent=1)
-    os.replace(tmp, table_path)
     _atomic_torch_save(trainer.state(), state_path)
     return row
