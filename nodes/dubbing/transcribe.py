@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .. import model_cache, runtime
-from ..atomic import atomic_path
+from ..files import atomic_path, trim_oldest
 from ..manifest import require_model
 from ..media import check_audio, mix_channels, resample
 from ..script.segments import Segment
@@ -232,20 +232,7 @@ def cache_save(key: str, data: dict) -> None:
     with atomic_path(os.path.join(folder, key + ".json")) as tmp, \
             open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f)
-    names = [n for n in os.listdir(folder) if n.endswith(".json") and not n.startswith(".tmp-")]
-    if len(names) <= CACHE_MAX_FILES:
-        return
-    stamped = []
-    for name in names:
-        try:
-            stamped.append((os.stat(os.path.join(folder, name)).st_mtime, name))
-        except OSError:
-            pass
-    for _mtime, name in sorted(stamped)[:len(stamped) - CACHE_MAX_FILES]:
-        try:
-            os.remove(os.path.join(folder, name))
-        except OSError:
-            pass
+    trim_oldest(folder, ".json", max_files=CACHE_MAX_FILES)
 
 
 # --------------------------------------------------------------------------- decoding

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from .. import runtime
-from ..atomic import atomic_path
+from ..files import atomic_path, trim_oldest
 from ..media import MediaError, check_audio, filter_audio, make_audio, mix_channels, resample
 from ..script.segments import Segment
 from ..video.store import content_key
@@ -313,23 +313,7 @@ def _cache_save(key: str, wave: np.ndarray) -> None:
     folder = _cache_dir()
     with atomic_path(os.path.join(folder, key + ".npy")) as tmp, open(tmp, "wb") as f:
         np.save(f, np.ascontiguousarray(wave, dtype=np.float32), allow_pickle=False)
-    entries = []
-    for name in os.listdir(folder):
-        if name.endswith(".npy") and not name.startswith(".tmp-"):
-            try:
-                st = os.stat(os.path.join(folder, name))
-            except OSError:
-                continue
-            entries.append((st.st_mtime, st.st_size, name))
-    size = sum(e[1] for e in entries)
-    for _mtime, nbytes, name in sorted(entries):
-        if size <= CACHE_MAX_BYTES:
-            break
-        try:
-            os.remove(os.path.join(folder, name))
-            size -= nbytes
-        except OSError:
-            pass
+    trim_oldest(folder, ".npy", max_bytes=CACHE_MAX_BYTES)
 
 
 # --------------------------------------------------------------------------- synthesis + fit

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ..atomic import atomic_path
+from ..files import atomic_path
 
 PREFIXES = {"unet": "lora_unet_", "text_encoder": "lora_te_", "text_encoder_2": "lora_te2_"}
 SDXL_TE1 = "lora_te1_"

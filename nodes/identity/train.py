@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .. import model_cache, runtime
-from ..atomic import atomic_path
+from ..files import atomic_path
 from ..image.checkpoint import ImageModel, offload_all, pipeline_modules, rebuild_pipeline
 from ..image.lora import share_clone
 from . import kohya
